@@ -1,0 +1,36 @@
+# Two commands: `make repro` runs the pipeline, `make test` runs the tests. Both set up .venv first
+# (again whenever requirements.txt changes), so a fresh clone needs only Python 3.11, git and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.ready
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: repro test bench lint setup clean
+
+repro: setup
+	dvc repro
+
+test: setup
+	ruff check .
+	pytest
+
+bench: setup
+	python tools/bench.py
+
+lint: setup
+	ruff check . && ruff format --check .
+
+setup: $(READY) build/plots.html
+
+$(READY): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+build/plots.html: tools/build_plots_page.py $(READY)
+	python tools/build_plots_page.py $@
+
+clean:
+	rm -rf $(VENV) build dvc_plots

@@ -1,0 +1,109 @@
+"""Steps 2-4 of the tutorial: the network, MSELoss and SGD, trained on shuffled mini-batches.
+
+The tutorial feeds a Dataset through DataLoader(ds, batch_size, shuffle=True): each epoch a new random
+order, cut into batches. Here the whole dataset already sits on the device as two tensors, so each
+epoch draws one seeded permutation and a batch is a slice of it: the same batches a DataLoader with
+that generator would give, without a Python call and a collate per sample (README: performance).
+"""
+
+import contextlib
+import io
+import math
+import sys
+import time
+
+import torch
+from torch import nn
+from torchsummary import summary
+
+from stages.common import UserError, atomic_output, run_stage
+from stages.model import MODEL_FILE, build_model, load_tensors, make_deterministic, pick_device
+from stages.params import load_params
+
+TRAIN_FILE = "data/train.pt"
+SUMMARY_FILE = "artifacts/model_summary.txt"
+LOSS_FILE = "artifacts/loss.tsv"
+PROGRESS_EVERY_S = 5.0
+
+
+def summary_text(model, device):
+    # torchsummary feeds the model torch.rand(...): fork the RNG so it cannot shift the training draws.
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()) as text:
+        summary(model, input_size=(2,), device=device.type)
+    return text.getvalue()
+
+
+def first_bad_step(losses, first_step):
+    """The 1-based step of the first NaN or infinite loss among `losses`, or None; one host sync."""
+    finite = torch.isfinite(torch.stack(losses))
+    if bool(finite.all()):
+        return None
+    return first_step + int((~finite).nonzero()[0])
+
+
+def main():
+    params = load_params()
+    cfg = params.train
+    device = pick_device(cfg.device)
+    make_deterministic(params.seed, cfg.threads)
+
+    data = load_tensors(TRAIN_FILE, device)
+    x, y = data["x"], data["y"]
+    model = build_model(params.model.hidden).to(device)
+    model_summary = summary_text(model, device)
+    loss_fn = nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    shuffle = torch.Generator(device=device).manual_seed(params.seed)
+
+    n = len(x)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    losses = []  # kept on the device: reading each loss (.item()) would stall the loop every step
+    start = last_report = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        order = torch.randperm(n, generator=shuffle, device=device) if cfg.shuffle else torch.arange(n, device=device)
+        for first in range(0, n, cfg.batch_size):
+            batch = order[first : first + cfg.batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+
+        epoch_start_step = (epoch - 1) * steps_per_epoch + 1
+        bad_step = first_bad_step(losses[-steps_per_epoch:], epoch_start_step)
+        if bad_step is not None:
+            raise UserError(
+                f"loss became {float(losses[bad_step - 1]):g} at step {bad_step} (epoch {epoch}) with "
+                f"train.lr {cfg.lr:g}; no model was written. Lower train.lr (or scale the data)"
+            )
+        now = time.perf_counter()
+        if now - last_report > PROGRESS_EVERY_S:
+            rate = epoch * n / (now - start)
+            print(
+                f"train: epoch {epoch}/{cfg.epochs}  loss {float(losses[-1]):.6g}  {rate:,.0f} samples/s",
+                file=sys.stderr,
+            )
+            last_report = now
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+
+    with atomic_output(MODEL_FILE) as file:
+        torch.save(model.cpu().state_dict(), file)
+    with atomic_output(SUMMARY_FILE, "w") as file:
+        file.write(model_summary)
+    with atomic_output(LOSS_FILE, "w") as file:
+        file.write("step\tepoch\tloss\n")
+        for step, value in enumerate(torch.stack(losses).cpu().tolist(), start=1):
+            file.write(f"{step}\t{math.ceil(step / steps_per_epoch)}\t{value:.8g}\n")
+
+    steps = len(losses)
+    print(
+        f"train: {steps} steps of batch {cfg.batch_size} on {device} in {elapsed:.3f} s: "
+        f"{cfg.epochs * n / elapsed:,.0f} samples/s, {elapsed / steps * 1e6:.1f} µs/step, "
+        f"final loss {losses[-1].item():.6g}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
