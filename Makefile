@@ -10,6 +10,7 @@ export DVC_NO_ANALYTICS := 1
 .PHONY: repro test bench lint setup clean
 
 repro: setup
+	python -m stages.params
 	dvc repro
 
 test: setup

@@ -45,6 +45,10 @@ def load_tensors(path, device="cpu"):
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run `dvc repro` (or `dvc checkout` to restore it)") from None
     except pickle.UnpicklingError as error:
+        with open(path, "rb") as file:
+            looks_like_pytorch = zipfile.is_zipfile(file) or file.seek(0) == 0 and file.read(1) == b"\x80"
+        if not looks_like_pytorch:
+            raise UserError(f"{path}: not a readable PyTorch file, truncated or corrupted") from None
         first = str(error).strip().splitlines()[0]
         raise UserError(f"{path}: refused to load: it holds more than tensors ({first})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:

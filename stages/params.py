@@ -138,7 +138,9 @@ def _check(tree, schema, prefix, path):
         _fail(f"{where} must be a mapping of {', '.join(schema)}, got {_show(tree)}", path)
     for key in tree:
         if key not in schema:
-            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            close = difflib.get_close_matches(str(key), list(schema), n=1) or [
+                known for known in schema if str(key).startswith(known) or known.startswith(str(key))
+            ]
             hint = f" (did you mean {prefix}{close[0]}?)" if close else f"; expected one of {', '.join(schema)}"
             _fail(f"unknown key {prefix}{key}{hint}", path)
     checked = {}
@@ -180,3 +182,10 @@ def load_params(path=PARAMS_FILE):
             path,
         )
     return params
+
+
+if __name__ == "__main__":
+    # `python -m stages.params` checks the whole file, keys no stage reads included (make repro runs it first).
+    from stages.common import run_stage
+
+    run_stage(load_params)
