@@ -18,7 +18,7 @@ test: setup
 	pytest
 
 bench: setup
-	python tools/bench.py
+	python -m tools.bench
 
 lint: setup
 	ruff check . && ruff format --check .

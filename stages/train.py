@@ -2,8 +2,9 @@
 
 The tutorial feeds a Dataset through DataLoader(ds, batch_size, shuffle=True): each epoch a new random
 order, cut into batches. Here the whole dataset already sits on the device as two tensors, so each
-epoch draws one seeded permutation and a batch is a slice of it: the same batches a DataLoader with
-that generator would give, without a Python call and a collate per sample (README: performance).
+epoch draws one seeded permutation, gathers the data in that order once, and a batch is a slice of it:
+the same batches a DataLoader with that generator would give, without a Python call and a collate per
+sample (README: performance).
 """
 
 import contextlib
@@ -41,6 +42,44 @@ def first_bad_step(losses, first_step):
     return first_step + int((~finite).nonzero()[0])
 
 
+def fit(model, x, y, epochs, batch_size, shuffle, lr, generator):
+    """The tutorial's loop: per batch zero_grad -> forward -> loss -> backward -> step. Returns per-step losses."""
+    loss_fn = nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    n = len(x)
+    steps_per_epoch = math.ceil(n / batch_size)
+    losses = []  # kept on the device: reading each loss (.item()) would stall the loop every step
+    start = last_report = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        # One gather per epoch, then every batch is a view: no indexing kernel per step.
+        if shuffle:
+            order = torch.randperm(n, generator=generator, device=x.device)
+            xs, ys = x[order], y[order]
+        else:
+            xs, ys = x, y
+        for first in range(0, n, batch_size):
+            optimizer.zero_grad()
+            loss = loss_fn(model(xs[first : first + batch_size]), ys[first : first + batch_size])
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+
+        bad_step = first_bad_step(losses[-steps_per_epoch:], (epoch - 1) * steps_per_epoch + 1)
+        if bad_step is not None:
+            raise UserError(
+                f"loss became {float(losses[bad_step - 1]):g} at step {bad_step} (epoch {epoch}) with "
+                f"train.lr {lr:g}; no model was written. Lower train.lr (or scale the data)"
+            )
+        now = time.perf_counter()
+        if now - last_report > PROGRESS_EVERY_S:
+            rate = epoch * n / (now - start)
+            print(
+                f"train: epoch {epoch}/{epochs}  loss {float(losses[-1]):.6g}  {rate:,.0f} samples/s", file=sys.stderr
+            )
+            last_report = now
+    return losses
+
+
 def main():
     params = load_params()
     cfg = params.train
@@ -51,42 +90,14 @@ def main():
     x, y = data["x"], data["y"]
     model = build_model(params.model.hidden).to(device)
     model_summary = summary_text(model, device)
-    loss_fn = nn.MSELoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     shuffle = torch.Generator(device=device).manual_seed(params.seed)
 
-    n = len(x)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    losses = []  # kept on the device: reading each loss (.item()) would stall the loop every step
-    start = last_report = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        order = torch.randperm(n, generator=shuffle, device=device) if cfg.shuffle else torch.arange(n, device=device)
-        for first in range(0, n, cfg.batch_size):
-            batch = order[first : first + cfg.batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(x[batch]), y[batch])
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-
-        epoch_start_step = (epoch - 1) * steps_per_epoch + 1
-        bad_step = first_bad_step(losses[-steps_per_epoch:], epoch_start_step)
-        if bad_step is not None:
-            raise UserError(
-                f"loss became {float(losses[bad_step - 1]):g} at step {bad_step} (epoch {epoch}) with "
-                f"train.lr {cfg.lr:g}; no model was written. Lower train.lr (or scale the data)"
-            )
-        now = time.perf_counter()
-        if now - last_report > PROGRESS_EVERY_S:
-            rate = epoch * n / (now - start)
-            print(
-                f"train: epoch {epoch}/{cfg.epochs}  loss {float(losses[-1]):.6g}  {rate:,.0f} samples/s",
-                file=sys.stderr,
-            )
-            last_report = now
+    start = time.perf_counter()
+    losses = fit(model, x, y, cfg.epochs, cfg.batch_size, cfg.shuffle, cfg.lr, shuffle)
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
+    steps_per_epoch = len(losses) // cfg.epochs
 
     with atomic_output(MODEL_FILE) as file:
         torch.save(model.cpu().state_dict(), file)
@@ -100,7 +111,7 @@ def main():
     steps = len(losses)
     print(
         f"train: {steps} steps of batch {cfg.batch_size} on {device} in {elapsed:.3f} s: "
-        f"{cfg.epochs * n / elapsed:,.0f} samples/s, {elapsed / steps * 1e6:.1f} µs/step, "
+        f"{cfg.epochs * len(x) / elapsed:,.0f} samples/s, {elapsed / steps * 1e6:.1f} µs/step, "
         f"final loss {losses[-1].item():.6g}"
     )
 

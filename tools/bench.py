@@ -1,0 +1,145 @@
+"""The tutorial's training idiom beside addnet's train stage loop, on the same data and model, in one process.
+
+    python -m tools.bench                   # the three sizes of README: performance, on the CPU
+    python -m tools.bench --device cuda     # the same on a GPU
+    python -m tools.bench --tiny            # a seconds-long smoke run (the tests use it)
+
+Prints a table (µs per step, samples/s, the speed-up, peak memory) and writes it to build/bench.md.
+"""
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from stages.model import build_model
+from stages.train import fit
+
+SIZES = [  # (pairs, batch size, epochs)
+    (4, 2, 50),  # the tutorial's own size
+    (1_000_000, 1024, 1),
+    (1_000_000, 65536, 1),
+]
+TINY_SIZES = [(4, 2, 5), (20_000, 1024, 1), (20_000, 8192, 1)]
+
+
+class MyDataset(Dataset):
+    """The tutorial's Dataset, verbatim in spirit: one pair per __getitem__, DataLoader collates them."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, ix):
+        return self.x[ix], self.y[ix]
+
+
+def tutorial_loop(model, x, y, epochs, batch_size, lr, generator):
+    dl = DataLoader(MyDataset(x, y), batch_size=batch_size, shuffle=True, generator=generator)
+    loss_func = nn.MSELoss()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_history = []
+    for _ in range(epochs):
+        for ix, iy in dl:
+            opt.zero_grad()
+            loss_value = loss_func(model(ix), iy)
+            loss_value.backward()
+            opt.step()
+            loss_history.append(loss_value.item())
+    return loss_history
+
+
+def addnet_loop(model, x, y, epochs, batch_size, lr, generator):
+    return fit(model, x, y, epochs, batch_size, True, lr, generator)
+
+
+class PeakMemory:
+    """Peak memory of the block: GPU bytes allocated on CUDA, else the process's peak RSS (reset first)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident size
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mib = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            status = Path("/proc/self/status").read_text()
+            self.mib = int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def measure(loop, x, y, epochs, batch_size, device, repeats):
+    seconds, steps = [], 0
+    with PeakMemory(device) as peak:
+        for _ in range(repeats):
+            torch.manual_seed(0)
+            model = build_model(8).to(device)
+            # DataLoader shuffles with a CPU generator; addnet draws its permutation where the data is.
+            on = device if loop is addnet_loop else torch.device("cpu")
+            generator = torch.Generator(device=on).manual_seed(0)
+            start = time.perf_counter()
+            steps = len(loop(model, x, y, epochs, batch_size, 1e-3, generator))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+    best = min(seconds)  # the least disturbed run of several
+    return {"us_per_step": best / steps * 1e6, "samples_per_s": epochs * len(x) / best, "peak_mib": peak.mib}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", default="build/bench.md")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'CPU'}"
+    lines = [
+        f"addnet bench: torch {torch.__version__}, {device} ({where}), {args.threads} thread(s)",
+        "",
+        "| pairs | batch | epochs | loop | µs/step | samples/s | peak MiB | speed-up |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    print("\n".join(lines), flush=True)
+    for n, batch_size, epochs in TINY_SIZES if args.tiny else SIZES:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.empty(n, 2).uniform_(0, 10, generator=generator)
+        x = (torch.tensor([[1.0, 2], [3, 4], [5, 6], [7, 8]]) if n == 4 else x).to(device)
+        y = x.sum(dim=1, keepdim=True)
+        repeats = 20 if n <= 4 else 2
+        results = {}
+        for name, loop in (("tutorial", tutorial_loop), ("addnet", addnet_loop)):
+            loop(build_model(8).to(device), x[:4096], y[:4096], 1, batch_size, 1e-3, None)  # warm up
+            results[name] = measure(loop, x, y, epochs, batch_size, device, repeats)
+        for name, result in results.items():
+            speedup = results["tutorial"]["us_per_step"] / result["us_per_step"]
+            row = (
+                f"| {n:,} | {batch_size:,} | {epochs} | {name} | {result['us_per_step']:,.1f} | "
+                f"{result['samples_per_s']:,.0f} | {result['peak_mib']:,.0f} | {speedup:.2f}× |"
+            )
+            lines.append(row)
+            print(row, flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
