@@ -26,6 +26,8 @@ def run_stage(main):
     ADDNET_DEBUG=1 lets the traceback through for people debugging addnet itself.
     """
     stage = Path(sys.modules[main.__module__].__file__).stem
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # a rank under torchrun
+        stage += f"[rank {os.environ['RANK']}]"
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         main()

@@ -9,12 +9,16 @@ sample (README: performance).
 
 import contextlib
 import io
+import logging
 import math
+import os
 import sys
 import time
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchsummary import summary
 
 from stages.common import UserError, atomic_output, run_stage
@@ -42,8 +46,13 @@ def first_bad_step(losses, first_step):
     return first_step + int((~finite).nonzero()[0])
 
 
-def fit(model, x, y, epochs, batch_size, shuffle, lr, generator):
-    """The tutorial's loop: per batch zero_grad -> forward -> loss -> backward -> step. Returns per-step losses."""
+def fit(model, x, y, epochs, batch_size, shuffle, lr, generator, rank=0, world=1):
+    """The tutorial's loop: per batch zero_grad -> forward -> loss -> backward -> step. Returns per-step losses.
+
+    Under DistributedDataParallel (world > 1) every rank draws the same permutation (same seed, same
+    generator: what DistributedSampler.set_epoch does) and takes its share of each global batch, so the
+    ranks together take the same steps as one process would.
+    """
     loss_fn = nn.MSELoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     n = len(x)
@@ -59,11 +68,21 @@ def fit(model, x, y, epochs, batch_size, shuffle, lr, generator):
             xs, ys = x, y
         for first in range(0, n, batch_size):
             optimizer.zero_grad()
-            loss = loss_fn(model(xs[first : first + batch_size]), ys[first : first + batch_size])
+            if world == 1:
+                loss = loss_fn(model(xs[first : first + batch_size]), ys[first : first + batch_size])
+            else:
+                rows = min(batch_size, n - first)
+                mine = slice(first + rows * rank // world, first + rows * (rank + 1) // world)
+                # DDP averages gradients over ranks; this scale makes that average the whole batch's mean loss.
+                loss = (model(xs[mine]) - ys[mine]).pow(2).sum() * (world / rows)
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
 
+        if world > 1:  # the batch's loss is the mean of the ranks' parts: one collective per epoch
+            epoch_losses = torch.stack(losses[-steps_per_epoch:])
+            dist.all_reduce(epoch_losses)
+            losses[-steps_per_epoch:] = list(epoch_losses / world)
         bad_step = first_bad_step(losses[-steps_per_epoch:], (epoch - 1) * steps_per_epoch + 1)
         if bad_step is not None:
             raise UserError(
@@ -71,7 +90,7 @@ def fit(model, x, y, epochs, batch_size, shuffle, lr, generator):
                 f"train.lr {lr:g}; no model was written. Lower train.lr (or scale the data)"
             )
         now = time.perf_counter()
-        if now - last_report > PROGRESS_EVERY_S:
+        if rank == 0 and now - last_report > PROGRESS_EVERY_S:
             rate = epoch * n / (now - start)
             print(
                 f"train: epoch {epoch}/{epochs}  loss {float(losses[-1]):.6g}  {rate:,.0f} samples/s", file=sys.stderr
@@ -80,23 +99,56 @@ def fit(model, x, y, epochs, batch_size, shuffle, lr, generator):
     return losses
 
 
+def launch_torchrun(nproc):
+    """train.nproc > 1: run this stage again as `torchrun --standalone --nproc_per_node=<nproc> -m stages.train`."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: keep gloo on loopback
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # each rank pins its own threads from train.threads
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # each rank says its own line
+    args = ["--standalone", f"--nproc_per_node={nproc}", "--module", "stages.train"]
+    print(f"train: torchrun {' '.join(args)}", flush=True)
+    try:
+        run(get_args_parser().parse_args(args))
+    except ChildFailedError as failure:
+        rank, first = min(failure.failures.items())
+        raise UserError(f"rank {rank} of {nproc} failed with exit code {first.exitcode} (its line is above)") from None
+
+
 def main():
     params = load_params()
     cfg = params.train
+    if cfg.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return launch_torchrun(cfg.nproc)
+    world = int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun, here or on several machines
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     device = pick_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     make_deterministic(params.seed, cfg.threads)
 
     data = load_tensors(TRAIN_FILE, device)
     x, y = data["x"], data["y"]
-    model = build_model(params.model.hidden).to(device)
+    model = build_model(params.model.hidden).to(device)  # same seed: the same initial weights on every rank
     model_summary = summary_text(model, device)
     shuffle = torch.Generator(device=device).manual_seed(params.seed)
 
-    start = time.perf_counter()
-    losses = fit(model, x, y, cfg.epochs, cfg.batch_size, cfg.shuffle, cfg.lr, shuffle)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        trained = DistributedDataParallel(model) if world > 1 else model
+        start = time.perf_counter()
+        losses = fit(trained, x, y, cfg.epochs, cfg.batch_size, cfg.shuffle, cfg.lr, shuffle, rank, world)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    if rank != 0:
+        return
     steps_per_epoch = len(losses) // cfg.epochs
 
     with atomic_output(MODEL_FILE) as file:
@@ -110,7 +162,7 @@ def main():
 
     steps = len(losses)
     print(
-        f"train: {steps} steps of batch {cfg.batch_size} on {device} in {elapsed:.3f} s: "
+        f"train: {steps} steps of batch {cfg.batch_size} on {device} x {world} in {elapsed:.3f} s: "
         f"{cfg.epochs * len(x) / elapsed:,.0f} samples/s, {elapsed / steps * 1e6:.1f} µs/step, "
         f"final loss {losses[-1].item():.6g}"
     )
