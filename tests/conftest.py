@@ -32,6 +32,7 @@ def run(args, cwd, check=True, **extra_env):
 
 
 def clone_repo(dest):
+    dest.mkdir(parents=True, exist_ok=True)
     """A fresh clone of the working tree as it is now (committed or not), as its own git repo."""
     files = (
         subprocess.run(
