@@ -112,7 +112,7 @@ def launch_torchrun(nproc):
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as failure:
-        rank, first = min(failure.failures.items())
+        rank, first = failure.get_first_failure()  # the root cause; torchrun then stops the other ranks
         raise UserError(f"rank {rank} of {nproc} failed with exit code {first.exitcode} (its line is above)") from None
 
 
