@@ -19,6 +19,7 @@ test: setup
 
 bench: setup
 	python -m tools.bench
+	python -m tools.bench_repro
 
 lint: setup
 	ruff check . && ruff format --check .

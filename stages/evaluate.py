@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from stages.common import atomic_output, run_stage
-from stages.model import load_model, load_tensors, make_deterministic, pick_device
+from stages.data import TRAIN_FILE, VAL_FILE
+from stages.model import load_data, load_model, make_deterministic, pick_device
 from stages.params import load_params
 
-TRAIN_FILE = "data/train.pt"
-VAL_FILE = "data/val.pt"
+CHUNK_ROWS = 1 << 20
 PREDICTIONS_FILE = "artifacts/predictions.csv"
 METRICS_FILE = "artifacts/metrics.json"
 
@@ -23,14 +23,18 @@ METRICS_FILE = "artifacts/metrics.json"
 def main():
     params = load_params()
     device = pick_device(params.train.device)
-    make_deterministic(params.seed, params.train.threads)
+    make_deterministic(params.seed, params.train.threads, device)
     model = load_model(params.model.hidden, device)
-    train, val = load_tensors(TRAIN_FILE, device), load_tensors(VAL_FILE, device)
+    train_x, train_y = load_data(TRAIN_FILE, device)
+    val_x, val_y = load_data(VAL_FILE, device)
 
     with torch.no_grad():
-        final_loss = nn.functional.mse_loss(model(train["x"]), train["y"]).item()
-        predictions = model(val["x"])
-    errors = (predictions - val["y"]).abs()
+        # In chunks: the hidden layer of 10 million rows at once would need 320 MB.
+        chunks = zip(train_x.split(CHUNK_ROWS), train_y.split(CHUNK_ROWS), strict=True)
+        squared_error = sum(nn.functional.mse_loss(model(x), y, reduction="sum") for x, y in chunks)
+        final_loss = (squared_error / len(train_x)).item()
+        predictions = model(val_x)
+    errors = (predictions - val_y).abs()
     metrics = {
         "final_loss": round(final_loss, 6),
         "mae": round(errors.mean().item(), 6),
@@ -41,7 +45,7 @@ def main():
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(["x1", "x2", "target", "prediction"])
         for (x1, x2), target, prediction in zip(
-            val["x"].tolist(), val["y"].flatten().tolist(), predictions.flatten().tolist(), strict=True
+            val_x.tolist(), val_y.flatten().tolist(), predictions.flatten().tolist(), strict=True
         ):
             writer.writerow([f"{x1:g}", f"{x2:g}", f"{target:g}", f"{prediction:.6f}"])
     with atomic_output(METRICS_FILE, "w") as file:

@@ -123,6 +123,7 @@ SCHEMA = {
         "lr": number(above=0),
         "threads": integer(1),
         "nproc": integer(1),
+        "cuda_graphs": boolean,
     },
     "evaluate": {"points": rows(2)},
 }

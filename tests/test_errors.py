@@ -270,6 +270,44 @@ def test_a_model_of_another_width_than_params_is_refused(call_stage, trained_dir
     assert_one_clear_line(result, ["artifacts/mymodel.pth:", "8 hidden units", "model.hidden is 16"])
 
 
+def write_data(path, kind):
+    import numpy as np
+
+    good = path.read_bytes()
+    if kind == "truncated":
+        path.write_bytes(good[: len(good) - 8])
+    elif kind == "not-npy":
+        path.write_bytes(b"x1,x2,y\n1,2,3\n")
+    elif kind == "objects":
+        np.save(path, np.array([RunsCode()], dtype=object), allow_pickle=True)
+    elif kind == "wrong-columns":
+        np.save(path, np.zeros((4, 2), dtype=np.float32))
+    elif kind == "float64":
+        np.save(path, np.zeros((4, 3)))
+
+
+DATA_CASES = [
+    ("truncated", ["not a readable .npy table"]),
+    ("not-npy", ["not a readable .npy table"]),
+    ("objects", ["not a readable .npy table"]),
+    ("wrong-columns", ["expected a float32 table of rows x1, x2, x1 + x2", "found float32 (4, 2)"]),
+    ("float64", ["found float64 (4, 3)"]),
+]
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate", "activations"])
+@pytest.mark.parametrize(("kind", "words"), DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_a_bad_data_file_is_refused_in_one_line_and_runs_no_code(call_stage, trained_dir, name, kind, words):
+    write_data(trained_dir / "data/train.npy", kind)
+    assert_one_clear_line(call_stage(name, trained_dir), ["data/train.npy:", *words])
+    assert not (trained_dir / "PWNED").exists()
+
+
+def test_missing_data_says_how_to_get_it(call_stage, trained_dir):
+    (trained_dir / "data/val.npy").unlink()
+    assert_one_clear_line(call_stage("evaluate", trained_dir), ["data/val.npy: not found", "dvc repro prepare"])
+
+
 def test_missing_model_says_how_to_get_it(trained_dir):
     (trained_dir / "artifacts/mymodel.pth").unlink()
     assert_one_clear_line(stage("evaluate", trained_dir), ["artifacts/mymodel.pth: not found", "dvc repro"])
