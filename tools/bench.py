@@ -9,6 +9,7 @@ Prints a table (µs per step, samples/s, the speed-up, peak memory) and writes i
 
 import argparse
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -147,6 +148,14 @@ def measure(loops, x, y, epochs, batch_size, device):
     return results
 
 
+def cpu_name():
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [
+        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+    ]
+    return f"{names[0] if names else platform.processor() or 'CPU'}, {os.cpu_count()} cores"
+
+
 LOOPS = {"tutorial": tutorial_loop, "addnet": addnet_loop, "eager floor": floor_loop}
 
 
@@ -160,7 +169,7 @@ def main():
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
 
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'CPU'}"
+    where = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()
     lines = [
         f"addnet bench: torch {torch.__version__}, {device} ({where}), {args.threads} thread(s)",
         "",
