@@ -11,8 +11,8 @@ import csv
 import torch
 
 from stages.common import atomic_output, run_stage
-from stages.data import TRAIN_FILE
-from stages.model import load_data, load_model, make_deterministic
+from stages.data import TRAIN_FILE, load_pairs
+from stages.model import load_model, make_deterministic
 from stages.params import load_params
 
 CSV_FILE = "artifacts/activations.csv"
@@ -30,7 +30,7 @@ def main():
     cpu = torch.device("cpu")
     make_deterministic(params.seed, params.train.threads, cpu)
     model = load_model(params.model.hidden, cpu)
-    x = load_data(TRAIN_FILE)[0][:MAX_ROWS]
+    x = torch.from_numpy(load_pairs(TRAIN_FILE)[0][:MAX_ROWS].copy())
     values = hidden_activations(model, x)
 
     with atomic_output(CSV_FILE, "w") as file:

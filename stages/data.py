@@ -1,9 +1,11 @@
 """The data files: a float32 table per split, one row per pair: x1, x2 and their sum x1 + x2.
 
 NumPy's .npy format, not torch.save: prepare then needs no torch (2 s less on every run), the table
-is one flat array (10 million rows are 120 MB, read back without a copy), and np.load with
-allow_pickle=False can only ever return numbers.
+is one flat array (10 million rows are 120 MB), and np.load with allow_pickle=False can only ever
+return numbers.
 """
+
+import zipfile
 
 import numpy as np
 
@@ -25,10 +27,14 @@ def load_pairs(path):
         table = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run `dvc repro prepare` (or `dvc checkout` to restore it)") from None
-    except (ValueError, EOFError, OSError) as error:
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, MemoryError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{path}: not a readable .npy table, truncated or corrupted ({first})") from None
-    if not isinstance(table, np.ndarray) or table.dtype != np.float32 or table.ndim != 2 or table.shape[1] != 3:
-        found = f"{table.dtype} {table.shape}" if isinstance(table, np.ndarray) else type(table).__name__
-        raise UserError(f"{path}: expected a float32 table of rows {', '.join(COLUMNS)}, found {found}")
+    if not isinstance(table, np.ndarray):  # an .npz archive: np.load opened it, lazily
+        table.close()
+        raise UserError(f"{path}: expected one .npy table of rows {', '.join(COLUMNS)}, found an .npz archive")
+    if table.dtype != np.float32 or table.ndim != 2 or table.shape[1] != 3 or len(table) == 0:
+        raise UserError(
+            f"{path}: expected a float32 table of rows {', '.join(COLUMNS)}, found {table.dtype} {table.shape}"
+        )
     return table[:, :2], table[:, 2:]

@@ -15,6 +15,7 @@ import yaml
 from stages.common import UserError
 
 PARAMS_FILE = "params.yaml"
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class _Loader(yaml.SafeLoader):
@@ -180,6 +181,12 @@ def load_params(path=PARAMS_FILE):
     if synthetic.n and synthetic.high <= synthetic.low:
         _fail(
             f"data.synthetic.high must be > data.synthetic.low ({_show(synthetic.low)}), got {_show(synthetic.high)}",
+            path,
+        )
+    if synthetic.n and max(abs(synthetic.low), abs(synthetic.high), synthetic.high - synthetic.low) > FLOAT32_MAX:
+        _fail(
+            f"data.synthetic.low and .high must lie within float32's range (the data's type), "
+            f"got [{_show(synthetic.low)}, {_show(synthetic.high)})",
             path,
         )
     return params

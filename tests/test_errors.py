@@ -95,6 +95,12 @@ PARAMS_CASES = [
         ["data.synthetic.high must be > data.synthetic.low"],
     ),
     (
+        "synthetic-beyond-float32",
+        edited(**{"data.synthetic": {"n": 10, "low": 0, "high": 1e39}}),
+        "prepare",
+        ["data.synthetic.low and .high must lie within float32's range", "1e+39"],
+    ),
+    (
         "unknown-device",
         edited(**{"train.device": "gpu"}),
         "prepare",
@@ -284,6 +290,13 @@ def write_data(path, kind):
         np.save(path, np.zeros((4, 2), dtype=np.float32))
     elif kind == "float64":
         np.save(path, np.zeros((4, 3)))
+    elif kind == "no-rows":
+        np.save(path, np.zeros((0, 3), dtype=np.float32))
+    elif kind == "npz":
+        with open(path, "wb") as file:
+            np.savez(file, table=np.zeros((4, 3), dtype=np.float32))
+    elif kind == "broken-zip":
+        path.write_bytes(b"PK\x03\x04" + bytes(60))
 
 
 DATA_CASES = [
@@ -292,6 +305,9 @@ DATA_CASES = [
     ("objects", ["not a readable .npy table"]),
     ("wrong-columns", ["expected a float32 table of rows x1, x2, x1 + x2", "found float32 (4, 2)"]),
     ("float64", ["found float64 (4, 3)"]),
+    ("no-rows", ["found float32 (0, 3)"]),
+    ("npz", ["expected one .npy table", "found an .npz archive"]),
+    ("broken-zip", ["not a readable .npy table"]),
 ]
 
 

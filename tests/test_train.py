@@ -31,6 +31,13 @@ def test_train_writes_a_cpu_state_dict_summary_and_falling_losses(workdir):
     assert sum(losses[-10:]) < sum(losses[:10]) / 10
 
 
+def test_a_single_pair_trains(workdir):
+    set_params(workdir, **{"data.x": [[1, 2]], "data.y": [[3]]})
+    prepare.main()
+    train.main()
+    assert len(read_losses()) == 50  # one step of one row per epoch
+
+
 def test_lr_as_dvc_writes_it_trains_with_that_lr(workdir):
     prepare.main()
     params = (workdir / "params.yaml").read_text()
