@@ -2,9 +2,8 @@
 
 data/train.npy holds data.x with data.y, or, when data.synthetic.n > 0, that many pairs drawn
 uniformly from [low, high) with the params seed (as float32, so a draw may round to high), each
-with its sum; data/val.npy holds
-evaluate.points and their sums. Each is a table with a row per pair: x1, x2, target
-(stages/data.py). Nothing here needs torch.
+with its sum; data/val.npy holds evaluate.points and their sums. Each is a table with a row per
+pair: x1, x2, target (stages/data.py). Nothing here needs torch.
 """
 
 import numpy as np

@@ -1,9 +1,10 @@
 import csv
 
+import pytest
 import torch
 
 from stages import prepare, train
-from stages.model import build_model
+from stages.model import build_model, make_deterministic
 from tests.conftest import ROOT, run, set_params
 
 
@@ -47,6 +48,26 @@ def test_lr_as_dvc_writes_it_trains_with_that_lr(workdir):
         train.main()
         models[written] = (workdir / "artifacts/mymodel.pth").read_bytes()
     assert models["1e-06"] == models["0.000001"] != models["0.001"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_steps_give_the_same_bytes_as_eager_steps():
+    make_deterministic(0, 1, torch.device("cuda"))
+    x = torch.rand(1000, 2, generator=torch.Generator().manual_seed(0)).cuda() * 10
+    y = x.sum(dim=1, keepdim=True)
+    results = []
+    for cuda_graphs in (False, True):
+        torch.manual_seed(0)
+        model = build_model(8).cuda()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        losses = train.fit(  # batch 96: every epoch ends on an uneven batch, which runs eagerly
+            model, optimizer, x, y, epochs=3, batch_size=96, shuffle=True, generator=generator, cuda_graphs=cuda_graphs
+        )
+        results.append((torch.stack(losses).cpu(), [p.detach().cpu() for p in model.parameters()]))
+    (eager_losses, eager_weights), (graph_losses, graph_weights) = results
+    assert torch.equal(eager_losses, graph_losses)
+    assert all(torch.equal(a, b) for a, b in zip(eager_weights, graph_weights, strict=True))
 
 
 def test_torchsummary_does_not_touch_the_global_rng():

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stages.model import build_model
-from stages.train import fit
+from stages.train import fit, train_step
 
 SIZES = [  # (pairs, batch size, epochs)
     (4, 2, 50),  # the tutorial's own size
@@ -79,14 +79,11 @@ def graphed_loop(model, x, y, epochs, batch_size, lr, generator):
 
 def floor_loop(model, x, y, epochs, batch_size, lr, generator):
     """What no loop can avoid: the eager step alone, always on the first batch, no data handling, no loss log."""
-    loss_fn = nn.MSELoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     xb, yb = x[:batch_size], y[:batch_size]
     steps = epochs * math.ceil(len(x) / batch_size)
     for _ in range(steps):
-        optimizer.zero_grad()
-        loss_fn(model(xb), yb).backward()
-        optimizer.step()
+        train_step(model, optimizer, nn.MSELoss(), xb, yb)
     return range(steps)
 
 
