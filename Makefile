@@ -7,11 +7,13 @@ READY := $(VENV)/.ready
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test bench lint setup clean
+.PHONY: repro test verify bench lint setup clean
 
 repro: setup
-	python -m stages.params
 	dvc repro
+
+verify: setup
+	python -m tools.verify
 
 test: setup
 	ruff check .
