@@ -4,27 +4,29 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
+# The stages' commands (dvc.yaml: `python -m stages...`) find the venv's python through PATH. Recipes name
+# $(BIN)/ explicitly: macOS's make 3.81 looks programs up in the PATH it started with.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: repro test verify bench lint setup clean
 
 repro: setup
-	dvc repro
-
-verify: setup
-	python -m tools.verify
+	$(BIN)/dvc repro
 
 test: setup
-	ruff check .
-	pytest
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+verify: setup
+	$(BIN)/python -m tools.verify
 
 bench: setup
-	python -m tools.bench
-	python -m tools.bench_repro
+	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.bench_repro
 
 lint: setup
-	ruff check . && ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 setup: $(READY) build/plots.html
 
@@ -34,7 +36,7 @@ $(READY): requirements.txt
 	touch $@
 
 build/plots.html: tools/build_plots_page.py $(READY)
-	python tools/build_plots_page.py $@
+	$(BIN)/python tools/build_plots_page.py $@
 
 clean:
 	rm -rf $(VENV) build dvc_plots

@@ -1,4 +1,4 @@
-"""What every stage shares and that needs no torch: user errors, the entry point, atomic writes."""
+"""What every stage shares and that needs no torch: user errors, the entry point, signals, atomic writes."""
 
 import os
 import signal
@@ -7,46 +7,78 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_written = []  # outputs this process renamed into place, so a stop message can say which
+
 
 class UserError(Exception):
     """A mistake the user can fix (a bad param, a missing or foreign file): one line, no traceback."""
 
 
 class Interrupted(Exception):
-    pass
+    """A stop signal: `name` is SIGINT or SIGTERM; `detail` says what was saved, if anything."""
+
+    def __init__(self, name, detail=""):
+        super().__init__(name)
+        self.name, self.detail = name, detail
 
 
 def _raise_interrupted(signum, frame):
     raise Interrupted(signal.Signals(signum).name)
 
 
+def stop_message(stop):
+    if _written:
+        return f"stopped by {stop.name}{stop.detail} after writing {', '.join(_written)}; run it again for the rest"
+    return f"stopped by {stop.name}{stop.detail}; no output was written in its place"
+
+
 def run_stage(main):
     """Run a stage's main(): a user error or a signal ends it with one line on stderr and a non-zero exit.
 
-    ADDNET_DEBUG=1 lets the traceback through for people debugging addnet itself.
+    ADDNET_DEBUG=1 lets the traceback through for people debugging addnet itself. A rank that the train
+    stage's own torchrun started (ADDNET_TORCHRUN=1) leaves the stop line to that launcher: one line, not one
+    per process.
     """
     stage = Path(sys.modules[main.__module__].__file__).stem
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # a rank under torchrun
         stage += f"[rank {os.environ['RANK']}]"
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_interrupted)
     try:
         main()
+        code = 0
     except UserError as error:
         if os.environ.get("ADDNET_DEBUG"):
             raise
         print(f"{stage}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except (KeyboardInterrupt, Interrupted) as stop:
-        name = str(stop) or "SIGINT"
-        print(f"{stage}: stopped by {name}; no output was written in its place", file=sys.stderr)
-        sys.exit(128 + getattr(signal, name, signal.SIGINT).value)
+        stop = stop if isinstance(stop, Interrupted) else Interrupted("SIGINT")
+        if not os.environ.get("ADDNET_TORCHRUN"):
+            print(f"{stage}: {stop_message(stop)}", file=sys.stderr)
+        code = 128 + getattr(signal, stop.name).value
+    for signum in STOP_SIGNALS:  # one more signal while exiting ends the process quietly, not in a traceback
+        signal.signal(signum, signal.SIG_DFL)
+    if code:
+        sys.exit(code)
+
+
+def _fsync_folder(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
-def atomic_output(path, mode="wb"):
+def atomic_output(path, mode="wb", output=True):
     """Open a temp file beside `path` and rename it into place only if the block completes.
 
-    A crash, an error or a signal leaves the old file (or none), never a half-written one.
+    A crash, an error or a signal leaves the old file (or none), never a half-written one; the data and the
+    rename are on disk (fsync of the file, then of its folder) before this returns, so a power cut cannot
+    leave a renamed but empty file either. `output=False` (a checkpoint) keeps it out of the stop line's list.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +87,18 @@ def atomic_output(path, mode="wb"):
         text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **text) as file:
             yield file
+            file.flush()
+            os.fsync(file.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        # From here a stop signal waits until the rename is done and recorded, so the stop line stays true.
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     except BaseException:
         os.unlink(tmp)
         raise
+    try:
+        os.replace(tmp, path)
+        if output:
+            _written.append(str(path))
+        _fsync_folder(path.parent)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)

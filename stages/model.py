@@ -2,6 +2,8 @@
 
 import os
 import pickle
+import re
+import warnings
 import zipfile
 
 import torch
@@ -49,41 +51,77 @@ def load_data(path, device="cpu"):
     return torch.from_numpy(x).to(device).contiguous(), torch.from_numpy(y).to(device).contiguous()
 
 
+def _first_words(error):
+    """The part of torch's message worth a user's line: no ANSI colour codes, no advice to load unsafely."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    if forbidden := re.search(r"GLOBAL ([\w.]+)", text):  # "Unsupported global: GLOBAL posix.system was not ..."
+        return f"it refers to {forbidden[1]}, not a tensor type"
+    if detail := re.search(r"WeightsUnpickler error:\s*(.+)", text):  # "... error: \n\nUnsupported operand 149"
+        return detail[1].strip()
+    # The first sentence: "PytorchStreamReader failed reading zip archive: failed finding central directory"
+    return re.split(r"\.\s", text.splitlines()[0])[0] if text else type(error).__name__
+
+
 def load_tensors(path, device="cpu"):
     """torch.load that never runs code from the file and answers a bad file with one line."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            # The weights-only unpickler warns about a pickle protocol before refusing the file: our line says it.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run `dvc repro` (or `dvc checkout` to restore it)") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a model file; `dvc checkout` restores the model") from None
+    except PermissionError:
+        raise UserError(f"{path}: permission denied; check its owner and mode (`ls -l {path}`)") from None
     except pickle.UnpicklingError as error:
         with open(path, "rb") as file:
             looks_like_pytorch = zipfile.is_zipfile(file) or file.seek(0) == 0 and file.read(1) == b"\x80"
         if not looks_like_pytorch:
             raise UserError(f"{path}: not a readable PyTorch file, truncated or corrupted") from None
-        first = str(error).strip().splitlines()[0]
-        raise UserError(f"{path}: refused to load: it holds more than tensors ({first})") from None
+        raise UserError(
+            f"{path}: refused to load: it holds more than tensors ({_first_words(error)}); nothing in it was run"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable PyTorch file, truncated or corrupted ({first})") from None
+        raise UserError(
+            f"{path}: not a readable PyTorch file, truncated or corrupted ({_first_words(error)})"
+        ) from None
 
 
 def load_model(hidden, device, path=MODEL_FILE):
-    """A fresh network with the trained weights, checked against the shape params.yaml describes."""
+    """A fresh network with the trained weights, checked against the shape params.yaml describes.
+
+    Every check load_state_dict would fail with a traceback is made here first and named in one line.
+    """
     model = build_model(hidden)
     state = load_tensors(path, device)
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-    found = (
-        {name: tuple(t.shape) for name, t in state.items() if isinstance(t, torch.Tensor)}
-        if isinstance(state, dict)
-        else None
-    )
+    wrong = f"{path}: not a state_dict of this network"
+    if not isinstance(state, dict):
+        raise UserError(f"{wrong}: found a {type(state).__name__}, expected a dict of tensors {', '.join(expected)}")
+    extra = [str(name) for name in state if name not in expected]
+    missing = [name for name in expected if name not in state]
+    if extra or missing:
+        found = [f"unexpected key(s) {', '.join(extra)}"] if extra else []
+        found += [f"missing key(s) {', '.join(missing)}"] if missing else []
+        raise UserError(f"{wrong}: {'; '.join(found)} (expected {', '.join(expected)})")
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{wrong}: {name} holds {type(value).__name__} {value!r:.40}, expected a float tensor")
+        if not value.is_floating_point():
+            raise UserError(f"{wrong}: {name} holds a {value.dtype} tensor, expected a float tensor")
+    found = {name: tuple(t.shape) for name, t in state.items()}
     if found != expected:
-        if found and "0.weight" in found and found.get("0.weight") != expected["0.weight"]:
-            width = found["0.weight"][0]
+        first = found["0.weight"]
+        if len(first) == 2 and first[1] == 2 and first[0] != hidden:
             raise UserError(
-                f"{path}: holds a model with {width} hidden units but params.yaml model.hidden is {hidden}; "
+                f"{path}: holds a model with {first[0]} hidden units but params.yaml model.hidden is {hidden}; "
                 "retrain with `dvc repro`"
             )
-        raise UserError(f"{path}: not a state_dict of this network (expected {expected}, found {found})")
+        shapes = "; ".join(
+            f"{name} is {found[name]}, expected {shape}" for name, shape in expected.items() if found[name] != shape
+        )
+        raise UserError(f"{wrong}: {shapes}")
     model.load_state_dict(state)
     return model.to(device).eval()

@@ -8,6 +8,8 @@ import difflib
 import json
 import math
 import re
+import struct
+import sys
 from types import SimpleNamespace
 
 import yaml
@@ -16,6 +18,7 @@ from stages.common import UserError
 
 PARAMS_FILE = "params.yaml"
 FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_RANGE = "float32's range ±3.4028235e+38"
 
 
 class _Loader(yaml.SafeLoader):
@@ -35,6 +38,8 @@ def _show(value):
         return {math.inf: ".inf", -math.inf: "-.inf"}.get(value, ".nan")
     if isinstance(value, str):
         return repr(value)
+    if _is_number(value) and isinstance(value, int) and abs(value) >= 10**21:  # 10**400 in full fills a line
+        return f"an integer of {len(str(abs(value)))} digits"
     try:
         return json.dumps(value)
     except (TypeError, ValueError):
@@ -45,12 +50,27 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value):
+    """A number a float can hold. An int of any size compares exactly, where math.isfinite(10**400) overflows."""
+    return _is_number(value) and abs(value) <= sys.float_info.max  # NaN compares False
+
+
+def _float32(value):
+    """`value` as prepare stores it (numpy's float32 cast), or None where that cast gives inf."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]  # "<f" raises on overflow; native "f" gives inf
+    except OverflowError:
+        return None
+
+
 class _Problem(Exception):
     def __init__(self, expected):
         self.expected = expected
 
 
 def integer(minimum, maximum=None):
+    """An int in [minimum, maximum]: every integer key has a ceiling, so a slip of the keyboard (10**30) gets a
+    line here instead of an allocation or a C overflow deep in torch or numpy."""
     expected = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
 
     def check(value):
@@ -63,11 +83,19 @@ def integer(minimum, maximum=None):
     return check
 
 
-def number(above=None):
-    expected = "a finite number" if above is None else f"a number > {above}"
+def number(above=None, at_least=None):
+    expected = "a finite number"
+    if above is not None:
+        expected += f" > {above}"
+    if at_least is not None:
+        expected += f" >= {at_least}"
 
     def check(value):
-        if not _is_number(value) or not math.isfinite(value) or (above is not None and value <= above):
+        if _is_number(value) and isinstance(value, int) and not _is_finite(value):
+            raise _Problem(f"{expected} (a float holds up to ±1.8e+308)")
+        if not _is_finite(value) or (above is not None and value <= above):
+            raise _Problem(expected)
+        if at_least is not None and value < at_least:
             raise _Problem(expected)
         return float(value)
 
@@ -89,8 +117,12 @@ def choice(*options):
     return check
 
 
-def rows(width):
-    """A non-empty list of rows, each a list of `width` finite numbers: [[1, 2], [3, 4]]."""
+def rows(width, sums=False):
+    """A non-empty list of rows, each a list of `width` numbers that fit float32 (the data's type): [[1, 2], [3, 4]].
+
+    sums=True: each row is a pair whose float32 sum becomes a target (prepare's np.add), so that sum must fit too:
+    3e+38 + 3e+38 would be inf.
+    """
     shape = f"[{', '.join(['number'] * width)}]"
     expected = f"a non-empty list of rows like {shape}"
 
@@ -101,32 +133,44 @@ def rows(width):
             if not isinstance(row, list) or len(row) != width:
                 raise _Problem(f"{expected}; row {i} is {_show(row)}, not {width} value(s)")
             for entry in row:
-                if not _is_number(entry) or not math.isfinite(entry):
+                if not _is_number(entry) or isinstance(entry, float) and not math.isfinite(entry):
                     raise _Problem(f"{expected}; row {i} holds {_show(entry)}, not a finite number")
+                if abs(entry) > FLOAT32_MAX:
+                    raise _Problem(f"{expected}; row {i} holds {_show(entry)}, beyond {FLOAT32_RANGE}")
+            if sums and _float32(_float32(row[0]) + _float32(row[1])) is None:
+                raise _Problem(f"{expected}; row {i} is {_show(row)}, whose sum (its target) is beyond {FLOAT32_RANGE}")
         return [[float(entry) for entry in row] for row in value]
 
     return check
 
 
+# The ceilings sit far beyond any real run; they only turn a slip (10**30) into this file's one line:
+# - seed: torch.manual_seed takes a 64-bit integer.
+# - synthetic.n, batch_size: 2**31 rows is a 24 GiB float32 table (and as much again for its shuffled copy).
+# - hidden: 65,536 units are 262,145 parameters, 8,000 times the tutorial's 33.
+# - epochs: a million passes; the tutorial converges in 50, and loss.tsv keeps a row per step.
+# - threads, nproc: 1,024 CPU threads, or processes on one machine. max_restarts: up to 100 torchrun restarts.
 SCHEMA = {
     "seed": integer(0, 2**63 - 1),
     "data": {
-        "x": rows(2),
+        "x": rows(2, sums=True),
         "y": rows(1),
-        "synthetic": {"n": integer(0), "low": number(), "high": number()},
+        "synthetic": {"n": integer(0, 2**31 - 1), "low": number(), "high": number()},
     },
-    "model": {"hidden": integer(1)},
+    "model": {"hidden": integer(1, 65_536)},
     "train": {
         "device": choice("auto", "cpu", "cuda"),
-        "epochs": integer(1),
-        "batch_size": integer(1),
+        "epochs": integer(1, 1_000_000),
+        "batch_size": integer(1, 2**31 - 1),
         "shuffle": boolean,
         "lr": number(above=0),
-        "threads": integer(1),
-        "nproc": integer(1),
+        "threads": integer(1, 1024),
+        "nproc": integer(1, 1024),
         "cuda_graphs": boolean,
+        "checkpoint_every_s": number(at_least=0),  # seconds between checkpoints; 0: only when stopped
+        "max_restarts": integer(0, 100),
     },
-    "evaluate": {"points": rows(2)},
+    "evaluate": {"points": rows(2, sums=True)},
 }
 
 
@@ -165,9 +209,19 @@ def load_params(path=PARAMS_FILE):
     """Read and check params.yaml; raise UserError naming the first bad key, its value and what fits."""
     try:
         with open(path, encoding="utf-8") as file:
-            tree = yaml.load(file, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+            text = file.read()
+        tree = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except FileNotFoundError:
         _fail("not found; run from the repository root", path)
+    except OSError as error:  # a directory, or a file this user may not read
+        _fail(f"cannot be read: {(error.strerror or type(error).__name__).lower()}", path)
+    except UnicodeDecodeError as error:
+        _fail(f"not UTF-8 text: {error.reason} at byte {error.start}", path)
+    except ValueError:  # PyYAML's int() refuses a number of more than 4,300 digits (Python's limit)
+        if not (long := re.search(r"[0-9]{4301,}", text)):
+            raise
+        line = text.count("\n", 0, long.start()) + 1
+        _fail(f"line {line} holds a number of {len(long[0])} digits; no key takes one that large", path)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -183,10 +237,12 @@ def load_params(path=PARAMS_FILE):
             f"data.synthetic.high must be > data.synthetic.low ({_show(synthetic.low)}), got {_show(synthetic.high)}",
             path,
         )
-    if synthetic.n and max(abs(synthetic.low), abs(synthetic.high), synthetic.high - synthetic.low) > FLOAT32_MAX:
+    # A target sums two draws from [low, high], so twice the larger bound must fit float32 (this also bounds
+    # high - low, which prepare scales the draws by in float32).
+    if synthetic.n and 2 * max(abs(synthetic.low), abs(synthetic.high)) > FLOAT32_MAX:
         _fail(
-            f"data.synthetic.low and .high must lie within float32's range (the data's type), "
-            f"got [{_show(synthetic.low)}, {_show(synthetic.high)})",
+            f"data.synthetic.low and .high must lie within ±1.7014117e+38, half {FLOAT32_RANGE} "
+            f"(a target sums two draws), got [{_show(synthetic.low)}, {_show(synthetic.high)})",
             path,
         )
     return params

@@ -5,6 +5,11 @@ order, cut into batches. Here the whole dataset already sits on the device as tw
 epoch draws one seeded permutation, gathers the data in that order once, and a batch is a slice of it:
 the same batches a RandomSampler with that generator would give, without a Python call and a collate
 per sample (README: performance).
+
+Long runs: about once a second, wherever the step is, the loop looks at what it has done (the step losses
+go into one preallocated buffer, a NaN or an overflowed weight stops it, a stop signal is honoured at that
+step), prints progress every few seconds, and writes a checkpoint every train.checkpoint_every_s seconds
+and when stopped; the next run resumes from it (stages/checkpoint.py).
 """
 
 import contextlib
@@ -13,6 +18,8 @@ import io
 import logging
 import math
 import os
+import re
+import signal
 import sys
 import time
 
@@ -22,15 +29,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchsummary import summary
 
-from stages.common import UserError, atomic_output, run_stage
+from stages import checkpoint
+from stages.common import STOP_SIGNALS, Interrupted, UserError, atomic_output, run_stage
+from stages.cpu import describe
 from stages.data import TRAIN_FILE
 from stages.model import MODEL_FILE, build_model, load_data, make_deterministic, pick_device
 from stages.params import load_params
 
 SUMMARY_FILE = "artifacts/model_summary.txt"
 LOSS_FILE = "artifacts/loss.tsv"
+LOOK_EVERY_S = 1.0  # how often the loop reads its losses: each look waits for the device
 PROGRESS_EVERY_S = 5.0
-CHECK_EVERY_STEPS = 1024  # look for a NaN loss this often (at an epoch's end): each look waits for the device
 
 
 def summary_text(model, device):
@@ -38,14 +47,6 @@ def summary_text(model, device):
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()) as text:
         summary(model, input_size=(2,), device=device.type)
     return text.getvalue()
-
-
-def first_bad_step(losses, first_step):
-    """The 1-based step of the first NaN or infinite loss among `losses`, or None; one host sync."""
-    finite = torch.isfinite(torch.stack(losses))
-    if bool(finite.all()):
-        return None
-    return first_step + int((~finite).nonzero()[0])
 
 
 def shuffled(t, order):
@@ -60,6 +61,22 @@ def train_step(model, optimizer, loss_fn, xb, yb):
     """The tutorial's loop body: zero_grad -> forward -> loss -> backward -> step. The loss stays on the device."""
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def ddp_step(model, optimizer, loss_fn, xb, yb, share, world):
+    """train_step for one of `world` ranks, on its `share` (a slice) of the global batch xb, yb.
+
+    DDP averages the ranks' gradients; weighting each rank's mean loss by world * its rows / the batch's rows
+    makes that average the gradient of the whole batch's mean loss, however unevenly the batch splits.
+    """
+    optimizer.zero_grad()
+    prediction = model(xb[share])
+    rows = len(prediction)
+    # A rank with no rows still runs forward and backward: DDP's all-reduce needs every rank.
+    loss = loss_fn(prediction, yb[share]) * (world * rows / len(xb)) if rows else prediction.sum()
     loss.backward()
     optimizer.step()
     return loss.detach()
@@ -103,89 +120,256 @@ class GraphedStep:
         return self.loss.clone()
 
 
-def fit(model, optimizer, x, y, *, epochs, batch_size, shuffle, generator, rank=0, world=1, cuda_graphs=False):
-    """The tutorial's loop: per batch zero_grad -> forward -> loss -> backward -> step. Returns per-step losses.
+class StopRequest:
+    """SIGINT/SIGTERM during training ask the loop to stop at the end of the step, so a checkpoint never holds
+    half a step; a second signal stops at once."""
 
-    Under DistributedDataParallel (world > 1) every rank draws the same permutation (same seed, same
-    generator: what DistributedSampler.set_epoch does) and takes its share of each global batch, so the
-    ranks together take the same steps as one process would.
+    def __init__(self):
+        self.name = None
+
+    def _handle(self, signum, frame):
+        if self.name:
+            raise Interrupted(signal.Signals(signum).name)
+        self.name = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def installed(self):
+        before = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+
+
+class Trainer:
+    """The tutorial's loop (fit), plus what a long run needs: the losses in one buffer, a look about once a second
+    (NaN, overflowed weights, a stop), progress, checkpoints and resuming from one.
+
+    Under DistributedDataParallel (world > 1) every rank draws the same permutation (same seed, same generator:
+    what DistributedSampler.set_epoch does) and takes its share of each global batch, so the ranks together take
+    the same steps as one process would. Every rank looks at the same steps: the interval between looks follows
+    the ranks' mean clock, agreed in the one all-reduce per look that also sums the losses and any stop request.
     """
-    loss_fn = nn.MSELoss()
-    step = functools.partial(train_step, model, optimizer, loss_fn)
-    if cuda_graphs and x.is_cuda and world == 1:
-        step = GraphedStep(model, optimizer, loss_fn, x[:batch_size], y[:batch_size])
-    n = len(x)
-    steps_per_epoch = math.ceil(n / batch_size)
-    losses = []  # kept on the device: reading each loss (.item()) would stall the loop every step
-    checked = 0
-    start = last_report = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        # One gather per epoch, then every batch is a view: no indexing kernel per step.
-        if shuffle:
-            order = torch.randperm(n, generator=generator, device=x.device)
-            xs, ys = shuffled(x, order), shuffled(y, order)
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        x,
+        y,
+        *,
+        epochs,
+        batch_size,
+        shuffle,
+        generator,
+        rank=0,
+        world=1,
+        cuda_graphs=False,
+        checkpoint_every_s=0.0,
+        fingerprint=None,
+        writer=True,
+    ):
+        self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
+        self.epochs, self.batch_size, self.shuffle, self.generator = epochs, batch_size, shuffle, generator
+        self.rank, self.world = rank, world
+        self.writer = writer  # one process a machine writes checkpoints and outputs: LOCAL_RANK 0
+        self.checkpoint_every_s, self.fingerprint = checkpoint_every_s, fingerprint
+        self.steps_per_epoch = math.ceil(len(x) / batch_size)
+        self.total = epochs * self.steps_per_epoch
+        self.losses = torch.empty(self.total, device=x.device)  # one buffer: memory does not grow with the steps
+        self.done = 0  # steps taken; their losses are in self.losses[:done] once looked at
+        self.pending = []  # losses of the steps since the last look, still on the device
+        self.epoch_start_state = generator.get_state()
+        loss_fn = nn.MSELoss()
+        if world > 1:
+            self.step = functools.partial(ddp_step, model, optimizer, loss_fn, world=world)
+        elif cuda_graphs and x.is_cuda:
+            self.step = GraphedStep(model, optimizer, loss_fn, x[:batch_size], y[:batch_size])
         else:
-            xs, ys = x, y
-        for first in range(0, n, batch_size):
-            if world == 1:
-                losses.append(step(xs[first : first + batch_size], ys[first : first + batch_size]))
-                continue
-            rows = min(batch_size, n - first)
-            mine = slice(first + rows * rank // world, first + rows * (rank + 1) // world)
-            optimizer.zero_grad()
-            # DDP averages gradients over ranks; this scale makes that average the whole batch's mean loss.
-            loss = (model(xs[mine]) - ys[mine]).pow(2).sum() * (world / rows)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
+            self.step = functools.partial(train_step, model, optimizer, loss_fn)
 
-        if world > 1:  # the batch's loss is the mean of the ranks' parts: one collective per epoch
-            epoch_losses = torch.stack(losses[-steps_per_epoch:])
-            dist.all_reduce(epoch_losses)
-            losses[-steps_per_epoch:] = list(epoch_losses / world)
-        if len(losses) - checked >= CHECK_EVERY_STEPS or epoch == epochs:  # the same epochs on every rank
-            bad_step = first_bad_step(losses[checked:], checked + 1)
-            if bad_step is not None:
-                raise UserError(
-                    f"loss became {float(losses[bad_step - 1]):g} at step {bad_step} "
-                    f"(epoch {math.ceil(bad_step / steps_per_epoch)}) with train.lr "
-                    f"{optimizer.param_groups[0]['lr']:g}; no model was written. Lower train.lr (or scale the data)"
-                )
-            checked = len(losses)
+    def resume(self, state):
+        getattr(self.model, "module", self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.done = state["step"]
+        self.losses[: self.done] = state["losses"].to(self.losses.device)
+
+    def state(self):
+        # At an epoch's end the generator already stands at the next epoch's start.
+        at_epoch_end = self.done % self.steps_per_epoch == 0
+        return {
+            "fingerprint": self.fingerprint,
+            "step": self.done,
+            "generator": self.generator.get_state() if at_epoch_end else self.epoch_start_state,
+            "model": {k: v.cpu() for k, v in getattr(self.model, "module", self.model).state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "losses": self.losses[: self.done].cpu(),
+        }
+
+    def fit(self):
+        """Per batch zero_grad -> forward -> loss -> backward -> step; returns the losses, one per step."""
+        n, batch_size = len(self.x), self.batch_size
+        self.interval, self.next_look = 1, self.done + 1  # look after 1, 2, 4, ... steps until a look is ~1 s apart
+        self.start = self.last_look = self.last_progress = self.last_checkpoint = time.perf_counter()
+        self.first_step = self.done
+        with StopRequest().installed() as stop:
+            for epoch in range(self.done // self.steps_per_epoch + 1, self.epochs + 1):
+                self.epoch_start_state = self.generator.get_state()
+                if self.shuffle:  # one gather per epoch, then every batch is a view: no indexing kernel per step
+                    # Drawn on the CPU: CUDA's randperm gives another order from the same seed, and then a GPU run
+                    # would train on other batches than the committed CPU run, not just round differently.
+                    order = torch.randperm(n, generator=self.generator).to(self.x.device)
+                    xs, ys = shuffled(self.x, order), shuffled(self.y, order)
+                else:
+                    xs, ys = self.x, self.y
+                skip = self.done - (epoch - 1) * self.steps_per_epoch  # batches a resumed epoch already took
+                for first in range(skip * batch_size, n, batch_size):
+                    xb, yb = xs[first : first + batch_size], ys[first : first + batch_size]
+                    if self.world == 1:
+                        self.pending.append(self.step(xb, yb))
+                    else:
+                        rows = len(xb)
+                        share = slice(rows * self.rank // self.world, rows * (self.rank + 1) // self.world)
+                        self.pending.append(self.step(xb, yb, share))
+                    self.done += 1
+                    # One process stops at the step it was asked to; ranks agree on a stop at their next look.
+                    if self.done == self.next_look or (stop.name and self.world == 1):
+                        self.look(epoch, stop.name)
+        return self.losses
+
+    def look(self, epoch, stop_name):
         now = time.perf_counter()
-        if rank == 0 and now - last_report > PROGRESS_EVERY_S:
-            rate = epoch * n / (now - start)
+        fresh = torch.stack(self.pending)
+        self.pending.clear()
+        elapsed, stopping = now - self.last_look, stop_name is not None
+        if self.world > 1:
+            packed = torch.cat([fresh, torch.tensor([elapsed, float(stopping)], device=fresh.device)])
+            dist.all_reduce(packed)
+            fresh, elapsed, stopping = packed[:-2] / self.world, float(packed[-2]) / self.world, bool(packed[-1])
+        self.losses[self.done - len(fresh) : self.done] = fresh
+        self.check_finite(fresh)
+        self.last_look = now
+        self.interval = self.interval * 2 if elapsed < LOOK_EVERY_S / 2 else self.interval
+        self.interval = max(1, self.interval // 2) if elapsed > LOOK_EVERY_S * 2 else self.interval
+        self.next_look = min(self.done + self.interval, self.total)
+        if self.rank == 0 and now - self.last_progress >= PROGRESS_EVERY_S:
+            rate = (self.done - self.first_step) * self.batch_size / (now - self.start)
             print(
-                f"train: epoch {epoch}/{epochs}  loss {float(losses[-1]):.6g}  {rate:,.0f} samples/s", file=sys.stderr
+                f"train: epoch {epoch}/{self.epochs}, step {self.done:,}/{self.total:,}, loss {float(fresh[-1]):.6g}, "
+                f"{rate:,.0f} samples/s",
+                file=sys.stderr,
+                flush=True,
             )
-            last_report = now
-    return losses
+            self.last_progress = now
+        due = self.checkpoint_every_s and now - self.last_checkpoint >= self.checkpoint_every_s
+        if self.writer and (stopping or (due and self.done < self.total)):
+            checkpoint.save(self.state())
+            self.last_checkpoint = time.perf_counter()
+        if stopping:
+            raise Interrupted(
+                stop_name or "SIGTERM",
+                f" at step {self.done:,} of {self.total:,} (epoch {epoch}); saved {checkpoint.CHECKPOINT_FILE}, "
+                "the next `dvc repro` resumes from it",
+            )
+
+    def check_finite(self, fresh):
+        """A NaN or inf loss, or a weight that overflowed in an update, stops the run before any model is written."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        advice = f"with train.lr {lr:g}; no model was written. Lower train.lr (or scale the data)"
+        finite = torch.isfinite(fresh)
+        if not bool(finite.all()):
+            bad = self.done - len(fresh) + int((~finite).nonzero()[0]) + 1
+            epoch = math.ceil(bad / self.steps_per_epoch)
+            raise UserError(f"loss became {float(fresh[bad - self.done - 1]):g} at step {bad} (epoch {epoch}) {advice}")
+        weights = [p for p in self.model.parameters() if not bool(torch.isfinite(p).all())]
+        if weights:
+            value = float(weights[0][~torch.isfinite(weights[0])][0])
+            raise UserError(f"weights became {value:g} by step {self.done} {advice}")
 
 
-def launch_torchrun(nproc):
-    """train.nproc > 1: run this stage again as `torchrun --standalone --nproc_per_node=<nproc> -m stages.train`."""
+def fit(model, optimizer, x, y, **options):
+    """The tutorial's loop over all epochs, as a function: returns the loss of every step."""
+    return Trainer(model, optimizer, x, y, **options).fit()
+
+
+def launch_torchrun(nproc, max_restarts):
+    """train.nproc > 1: run this stage again as `torchrun --standalone --nproc_per_node=<nproc> -m stages.train`.
+
+    With --max-restarts, torchrun starts every rank again after one fails; they resume from the checkpoint.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: keep gloo on loopback
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each rank pins its own threads from train.threads
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # each rank says its own line
-    args = ["--standalone", f"--nproc_per_node={nproc}", "--module", "stages.train"]
+    # The ranks' process group gets a store of its own each attempt: in the agent's shared store, a restarted rank
+    # can read the address its dead predecessor published and fail to connect (seen here after a SIGKILL).
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    for name, logger in logging.root.manager.loggerDict.items():  # each rank says its own line; torchrun's
+        if name.startswith("torch.distributed") and isinstance(logger, logging.Logger):  # loggers set their own level
+            logger.setLevel(logging.CRITICAL)
+    checkpoint.remove(checkpoint.FAILED_FILE)
+    args = ["--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}", "-m", "stages.train"]
     print(f"train: torchrun {' '.join(args)}", flush=True)
+    os.environ["ADDNET_TORCHRUN"] = "1"  # the ranks leave the stop line to this process
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as failure:
         rank, first = failure.get_first_failure()  # the root cause; torchrun then stops the other ranks
         raise UserError(f"rank {rank} of {nproc} failed with exit code {first.exitcode} (its line is above)") from None
+    except SignalException as stop:
+        saved = os.path.exists(checkpoint.CHECKPOINT_FILE)
+        detail = f"; {checkpoint.CHECKPOINT_FILE} holds the steps done, the next `dvc repro` resumes from it"
+        raise Interrupted(signal.Signals(stop.sigval).name, detail if saved else "") from None
+    finally:
+        del os.environ["ADDNET_TORCHRUN"]
+
+
+class LostRank(UserError):
+    """Another rank died (killed, preempted): worth a restart, unlike the other errors."""
+
+
+def check_processes(cfg, world, local_rank):
+    """train.nproc against what torchrun started and against the GPUs there are: one line, not a traceback."""
+    if "LOCAL_RANK" in os.environ and world != cfg.nproc:
+        raise UserError(
+            f"params.yaml: train.nproc is {cfg.nproc} but torchrun started {world} processes (WORLD_SIZE); set "
+            f"train.nproc: {world} so that dvc.lock records how the model was trained"
+        )
+    if cfg.nproc > 1 and pick_device(cfg.device).type == "cuda":
+        gpus = torch.cuda.device_count()
+        needed = int(os.environ.get("LOCAL_WORLD_SIZE", cfg.nproc))
+        if gpus < needed:
+            raise UserError(
+                f"params.yaml: train.nproc is {cfg.nproc} but this machine has {gpus} CUDA device(s) for "
+                f"{needed} processes (train.device: {cfg.device}); lower train.nproc or use train.device: cpu"
+            )
 
 
 def main():
     params = load_params()
     cfg = params.train
-    if cfg.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return launch_torchrun(cfg.nproc)
     world = int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun, here or on several machines
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    check_processes(cfg, world, local_rank)
+    if cfg.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return launch_torchrun(cfg.nproc, cfg.max_restarts)
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) and os.path.exists(checkpoint.FAILED_FILE):
+        sys.exit(2)  # a restart after a rank's user error (its line is above): the same params fail the same way
+    try:
+        train(params, rank, local_rank, world)
+    except UserError as error:
+        if world > 1 and not isinstance(error, LostRank):
+            with atomic_output(checkpoint.FAILED_FILE, "w") as file:
+                file.write(f"{error}\n")
+        raise
+
+
+def train(params, rank, local_rank, world):
+    cfg = params.train
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
@@ -195,15 +379,17 @@ def main():
     x, y = load_data(TRAIN_FILE, device)
     model = build_model(params.model.hidden).to(device)  # same seed: the same initial weights on every rank
     model_summary = summary_text(model, device)
-    shuffle = torch.Generator(device=device).manual_seed(params.seed)
-
+    shuffle = torch.Generator().manual_seed(params.seed)  # on the CPU, whatever the device (Trainer.fit)
+    fingerprint = checkpoint.fingerprint(params, device, TRAIN_FILE) if local_rank == 0 else None
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
+        resumed = [checkpoint.load(fingerprint) if rank == 0 else None]
+        if world > 1:
+            dist.broadcast_object_list(resumed)  # rank 0's disk decides for every node
         trained = DistributedDataParallel(model) if world > 1 else model
         optimizer = torch.optim.SGD(trained.parameters(), lr=cfg.lr)
-        start = time.perf_counter()
-        losses = fit(
+        trainer = Trainer(
             trained,
             optimizer,
             x,
@@ -215,16 +401,38 @@ def main():
             rank=rank,
             world=world,
             cuda_graphs=cfg.cuda_graphs,
+            checkpoint_every_s=cfg.checkpoint_every_s,
+            fingerprint=fingerprint,
+            writer=local_rank == 0,
         )
+        if resumed[0] is not None:
+            trainer.resume(resumed[0])
+        if rank == 0:
+            where = f"{device} x {world}" if world > 1 else f"{device}"
+            threads = torch.get_num_threads()
+            paths = f", {describe()}" if device.type == "cpu" else ""
+            print(f"train: {trainer.total:,} steps of batch {cfg.batch_size} on {where}, {threads} thread(s){paths}")
+            if resumed[0] is not None:
+                epoch = trainer.done // trainer.steps_per_epoch + 1
+                print(f"train: resuming at epoch {epoch}, step {trainer.done:,} of {trainer.total:,}", flush=True)
+        start = time.perf_counter()
+        losses = trainer.fit()
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
+    except (RuntimeError, dist.DistError) as error:
+        if world == 1 or isinstance(error, UserError):
+            raise
+        # gloo's text: "[path/pair.cc:537] Read error [127.0.0.1]:41884: Connection reset by peer. This is ...".
+        why = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0].splitlines()[0] or type(error).__name__
+        raise LostRank(
+            f"lost contact with the other ranks ({why}); torchrun restarts them up to train.max_restarts times"
+        ) from None
     finally:
         if world > 1:
             dist.destroy_process_group()
-    if rank != 0:
+    if local_rank != 0:  # every rank holds the same weights and losses: the first on each machine writes them
         return
-    steps_per_epoch = len(losses) // cfg.epochs
 
     with atomic_output(MODEL_FILE) as file:
         torch.save(model.cpu().state_dict(), file)
@@ -232,14 +440,17 @@ def main():
         file.write(model_summary)
     with atomic_output(LOSS_FILE, "w") as file:
         file.write("step\tepoch\tloss\n")
-        for step, value in enumerate(torch.stack(losses).cpu().tolist(), start=1):
-            file.write(f"{step}\t{math.ceil(step / steps_per_epoch)}\t{value:.8g}\n")
+        for step, value in enumerate(losses.cpu().tolist(), start=1):
+            file.write(f"{step}\t{math.ceil(step / trainer.steps_per_epoch)}\t{value:.8g}\n")
+    checkpoint.remove(checkpoint.CHECKPOINT_FILE, checkpoint.FAILED_FILE)
 
-    steps = len(losses)
+    if rank != 0:
+        return
+    steps = trainer.total - trainer.first_step
+    samples = steps / trainer.steps_per_epoch * len(x)
     print(
-        f"train: {steps} steps of batch {cfg.batch_size} on {device} x {world} in {elapsed:.3f} s: "
-        f"{cfg.epochs * len(x) / elapsed:,.0f} samples/s, {elapsed / steps * 1e6:.1f} µs/step, "
-        f"final loss {losses[-1].item():.6g}"
+        f"train: {steps:,} steps in {elapsed:.3f} s: {samples / elapsed:,.0f} samples/s, "
+        f"{elapsed / max(steps, 1) * 1e6:.1f} µs/step, final loss {float(losses[-1]):.6g}"
     )
 
 

@@ -14,11 +14,14 @@ BIN = Path(sys.executable).parent  # the venv running pytest: its python and dvc
 
 
 def env(**extra):
+    """The environment a user's shell gives a command, with CUDA hidden: the tests that compare bytes with the
+    committed CPU run must run on the CPU on a GPU machine too (tests/test_verify.py checks a CUDA run)."""
     return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
         **extra,
     }
 
@@ -32,8 +35,8 @@ def run(args, cwd, check=True, **extra_env):
 
 
 def clone_repo(dest):
-    dest.mkdir(parents=True, exist_ok=True)
     """A fresh clone of the working tree as it is now (committed or not), as its own git repo."""
+    dest.mkdir(parents=True, exist_ok=True)
     files = (
         subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],

@@ -1,9 +1,14 @@
 import csv
+import hashlib
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from stages import prepare, train
+from stages.cpu import has_avx2
 from stages.model import build_model, make_deterministic
 from tests.conftest import ROOT, run, set_params
 
@@ -32,11 +37,25 @@ def test_train_writes_a_cpu_state_dict_summary_and_falling_losses(workdir):
     assert sum(losses[-10:]) < sum(losses[:10]) / 10
 
 
-def test_a_single_pair_trains(workdir):
+def test_a_single_pair_trains_exactly_as_the_tutorial_loop_does(workdir):
     set_params(workdir, **{"data.x": [[1, 2]], "data.y": [[3]]})
     prepare.main()
     train.main()
-    assert len(read_losses()) == 50  # one step of one row per epoch
+    # The tutorial's loop written out by hand: one step of the one row per epoch.
+    torch.manual_seed(0)
+    model = build_model(8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
+    x, y = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])
+    expected = []
+    for _ in range(50):
+        optimizer.zero_grad()
+        loss = torch.nn.MSELoss()(model(x), y)
+        loss.backward()
+        optimizer.step()
+        expected.append(f"{loss.item():.8g}")
+    assert [r["loss"] for r in read_losses()] == expected
+    state = torch.load("artifacts/mymodel.pth", weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
 def test_lr_as_dvc_writes_it_trains_with_that_lr(workdir):
@@ -60,11 +79,11 @@ def test_cuda_graph_steps_give_the_same_bytes_as_eager_steps():
         torch.manual_seed(0)
         model = build_model(8).cuda()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-        generator = torch.Generator(device="cuda").manual_seed(0)
+        generator = torch.Generator().manual_seed(0)  # the shuffle is drawn on the CPU, as in the train stage
         losses = train.fit(  # batch 96: every epoch ends on an uneven batch, which runs eagerly
             model, optimizer, x, y, epochs=3, batch_size=96, shuffle=True, generator=generator, cuda_graphs=cuda_graphs
         )
-        results.append((torch.stack(losses).cpu(), [p.detach().cpu() for p in model.parameters()]))
+        results.append((losses.cpu(), [p.detach().cpu() for p in model.parameters()]))
     (eager_losses, eager_weights), (graph_losses, graph_weights) = results
     assert torch.equal(eager_losses, graph_losses)
     assert all(torch.equal(a, b) for a, b in zip(eager_weights, graph_weights, strict=True))
@@ -77,21 +96,57 @@ def test_torchsummary_does_not_touch_the_global_rng():
     assert torch.equal(torch.get_rng_state(), before)
 
 
-def test_outputs_are_byte_identical_across_runs_and_thread_settings(tmp_path):
-    for name in ("params.yaml",):
-        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
-    set_params(
-        tmp_path, **{"data.synthetic": {"n": 20_000, "low": 0, "high": 10}, "train.batch_size": 4096, "train.epochs": 2}
-    )
-    digests = []
-    for threads in ("1", "2"):
-        run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-        run(
-            ["python", "-m", "stages.train"],
-            tmp_path,
-            PYTHONPATH=str(ROOT),
-            OMP_NUM_THREADS=threads,
-            MKL_NUM_THREADS=threads,
-        )
-        digests.append([(tmp_path / f).read_bytes() for f in ("artifacts/mymodel.pth", "artifacts/loss.tsv")])
-    assert digests[0] == digests[1]
+LOCK = yaml.safe_load((ROOT / "dvc.lock").read_text())
+COMMITTED_MODEL_MD5 = next(o["md5"] for o in LOCK["stages"]["train"]["outs"] if o["path"] == "artifacts/mymodel.pth")
+HAS_AVX2 = has_avx2()
+HAS_AVX512 = HAS_AVX2 and "avx512f" in Path("/proc/cpuinfo").read_text()
+
+# What a caller may have set, and what must not change the bytes (stages/cpu.py pins MKL and ATen before torch).
+CALLER_SETTINGS = {
+    "nothing": {},
+    "MKL_CBWR=AUTO": {"MKL_CBWR": "AUTO"},
+    "MKL_CBWR=COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"},
+    "MKL_CBWR=AVX2": {"MKL_CBWR": "AVX2"},
+    "MKL_CBWR=AVX512": {"MKL_CBWR": "AVX512"},
+    "ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "ATEN_CPU_CAPABILITY=default": {"ATEN_CPU_CAPABILITY": "default"},
+    "OMP_NUM_THREADS=2": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+    **({"ATEN_CPU_CAPABILITY=avx512": {"ATEN_CPU_CAPABILITY": "avx512"}} if HAS_AVX512 else {}),
+}
+SIZES = {
+    "default": {},
+    "100k-pairs-batch-1024": {"data.synthetic": {"n": 100_000, "low": 0, "high": 10}, "train.batch_size": 1024},
+}
+
+
+def train_in(folder, **caller_env):
+    """The train stage as dvc runs it, in `folder`, with the caller's environment; (md5 of the model, stdout)."""
+    caller = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **caller_env}
+    result = run(["python", "-m", "stages.train"], folder, PYTHONPATH=str(ROOT), **caller)
+    return hashlib.md5((folder / "artifacts/mymodel.pth").read_bytes()).hexdigest(), result.stdout  # noqa: S324
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="the byte promise is for x86-64 CPUs with AVX2; elsewhere `make verify`")
+@pytest.mark.parametrize("size", SIZES)
+def test_no_caller_setting_changes_the_bytes_and_the_pins_are_in_force(tmp_path, size):
+    shutil.copy2(ROOT / "params.yaml", tmp_path)
+    set_params(tmp_path, **SIZES[size])
+    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
+    digests = {}
+    for name, caller_env in CALLER_SETTINGS.items():
+        digests[name], out = train_in(tmp_path, **caller_env)
+        assert "on cpu, 1 thread(s), MKL COMPATIBLE, ATen AVX2" in out, (name, out)  # torch.get_num_threads() inside
+    assert len(set(digests.values())) == 1, digests
+    if size == "default":
+        assert digests["nothing"] == COMMITTED_MODEL_MD5  # the committed dvc.lock's model, on this CPU too
+    # The pins are what holds the bytes: without them, ATen's DEFAULT kernels round differently.
+    unpinned, out = train_in(tmp_path, ADDNET_CPU_PIN="off", ATEN_CPU_CAPABILITY="default")
+    assert "ATen DEFAULT" in out and unpinned != digests["nothing"]
+
+
+def test_train_threads_is_the_thread_count_in_force(tmp_path):
+    shutil.copy2(ROOT / "params.yaml", tmp_path)
+    set_params(tmp_path, **{"train.threads": 2})
+    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
+    _, out = train_in(tmp_path, OMP_NUM_THREADS="1")
+    assert "on cpu, 2 thread(s)" in out

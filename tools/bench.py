@@ -4,13 +4,17 @@
     python -m tools.bench --device cuda     # the same on a GPU
     python -m tools.bench --tiny            # a seconds-long smoke run (the tests use it)
 
-Prints a table (µs per step, samples/s, the speed-up, peak memory) and writes it to build/bench.md.
+Prints a table (µs per step, samples/s, the speed-up, peak memory) and writes it to build/bench.md. Then two
+tables measured in fresh processes: the train loop at 10k, 100k and 1M steps (peak RSS and µs/step must not grow
+with the step count), and what pinning the CPU code paths costs (stages/cpu.py; pinned vs ADDNET_CPU_PIN=off).
 """
 
 import argparse
 import math
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -112,7 +116,7 @@ def run_once(loop, x, y, epochs, batch_size, device):
     """(seconds, steps, peak MiB) of one training run from fresh, identically seeded weights."""
     torch.manual_seed(0)
     model = build_model(8).to(device)
-    generator = torch.Generator(device=device).manual_seed(0)
+    generator = torch.Generator().manual_seed(0)  # the train stage draws its shuffle on the CPU
     with PeakMemory(device) as peak:
         start = time.perf_counter()
         steps = len(loop(model, x, y, epochs, batch_size, 1e-3, generator))
@@ -154,6 +158,49 @@ def cpu_name():
 
 
 LOOPS = {"tutorial": tutorial_loop, "addnet": addnet_loop, "eager floor": floor_loop}
+STEP_COUNTS = [10_000, 100_000, 1_000_000]  # batch 2 over 20,000 pairs: only the epochs grow
+PIN_SIZES = [(4, 2, 50), (1_000_000, 1024, 1)]
+
+
+def child_run(n, batch_size, epochs):
+    """In a fresh process: one addnet_loop run; prints µs/step and the process's peak RSS in MiB."""
+    torch.set_num_threads(1)
+    x = torch.empty(n, 2).uniform_(0, 10, generator=torch.Generator().manual_seed(0))
+    y = x.sum(dim=1, keepdim=True)
+    seconds, steps, _ = run_once(addnet_loop, x, y, epochs, batch_size, torch.device("cpu"))
+    peak = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    print(f"{seconds / steps * 1e6} {peak}")
+
+
+def in_fresh_process(n, batch_size, epochs, **env):
+    command = [sys.executable, "-m", "tools.bench", "--child", str(n), str(batch_size), str(epochs)]
+    out = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
+    us_per_step, peak_mib = map(float, out.split())
+    return us_per_step, peak_mib
+
+
+def step_count_rows(step_counts, pairs):
+    """The loop's memory and step time at growing step counts: more epochs over the same pairs, batch 2."""
+    rows = ["", "| steps | µs/step | peak RSS MiB |", "|---:|---:|---:|"]
+    for steps in step_counts:
+        us_per_step, peak = in_fresh_process(pairs, 2, steps // (pairs // 2))
+        rows.append(f"| {steps:,} | {us_per_step:,.1f} | {peak:,.0f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def pin_cost_rows(sizes, turns):
+    """µs/step with the CPU code paths pinned (the stages' default) and left to MKL and ATen, taking turns."""
+    rows = ["", "| pairs | batch | pinned µs/step | unpinned µs/step | cost of the pin |", "|---:|---:|---:|---:|---:|"]
+    for n, batch_size, epochs in sizes:
+        pinned, unpinned = [], []
+        for _ in range(turns):
+            pinned.append(in_fresh_process(n, batch_size, epochs)[0])
+            unpinned.append(in_fresh_process(n, batch_size, epochs, ADDNET_CPU_PIN="off")[0])
+        cost = min(pinned) / min(unpinned)
+        rows.append(f"| {n:,} | {batch_size:,} | {min(pinned):,.1f} | {min(unpinned):,.1f} | {cost:.2f}× |")
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main():
@@ -162,7 +209,10 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", default="build/bench.md")
+    parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        return child_run(*args.child)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
 
@@ -181,7 +231,7 @@ def main():
         y = x.sum(dim=1, keepdim=True)
         loops = {**LOOPS, "addnet, CUDA graph": graphed_loop} if device.type == "cuda" else LOOPS
         for loop in loops.values():
-            loop(build_model(8).to(device), x[:4096], y[:4096], 1, batch_size, 1e-3, None)  # warm up
+            loop(build_model(8).to(device), x[:4096], y[:4096], 1, batch_size, 1e-3, torch.Generator())  # warm up
         results = measure(loops, x, y, epochs, batch_size, device)
         for name, result in results.items():
             speedup = results["tutorial"]["us_per_step"] / result["us_per_step"]
@@ -191,6 +241,10 @@ def main():
             )
             lines.append(row)
             print(row, flush=True)
+
+    if device.type == "cpu":
+        lines += step_count_rows([1_000, 10_000], 2_000) if args.tiny else step_count_rows(STEP_COUNTS, 20_000)
+        lines += pin_cost_rows([(4, 2, 5)] if args.tiny else PIN_SIZES, turns=1 if args.tiny else 5)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

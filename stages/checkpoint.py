@@ -1,0 +1,78 @@
+"""The train stage's checkpoint: enough state to go on from a stop as if it never happened, to the byte.
+
+It holds the weights, the optimizer's state, the shuffle generator's state at the start of the epoch it
+stopped in (that epoch's order is drawn again from it), the steps done, their losses, and a fingerprint of
+everything that decides the result. It lives in checkpoints/, which git ignores and dvc.yaml does not
+declare: DVC deletes a declared output before its stage runs (unless `persist: true`) and fails a stage
+whose declared output is missing afterwards, and this file must survive a failed run and be gone after a
+good one. The train stage writes it on a clock and when stopped, and removes it after a successful run.
+"""
+
+import hashlib
+import os
+import sys
+
+import torch
+
+from stages.common import atomic_output
+from stages.cpu import describe
+
+CHECKPOINT_FILE = "checkpoints/train.pt"
+FAILED_FILE = "checkpoints/train.failed"  # a rank's user error, so torchrun's restarts do not repeat it
+
+
+def file_md5(path):
+    digest = hashlib.md5()  # noqa: S324 (a fingerprint, as DVC's own md5s)
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(params, device, data_path):
+    """What decides the result: the params the train stage reads, the data's md5, the torch build, the code paths."""
+    cfg = params.train
+    return {
+        "seed": params.seed,
+        "model.hidden": params.model.hidden,
+        **{f"train.{key}": getattr(cfg, key) for key in ("epochs", "batch_size", "shuffle", "lr", "threads", "nproc")},
+        "train.cuda_graphs": cfg.cuda_graphs and device.type == "cuda",
+        "device": device.type,
+        "data/train.npy md5": file_md5(data_path),
+        "torch": str(torch.__version__),
+        "code paths": describe() if device.type == "cpu" else torch.version.cuda,
+    }
+
+
+def save(state, path=CHECKPOINT_FILE):
+    with atomic_output(path, output=False) as file:
+        torch.save(state, file)
+
+
+def load(expected, path=CHECKPOINT_FILE):
+    """The checkpoint at `path` if it was made with `expected` (a fingerprint), else None, with one line why."""
+    if not os.path.exists(path):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        made_with = state["fingerprint"]
+    except Exception as error:  # a checkpoint is a cache: any unreadable one is ignored, never fatal
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"train: ignoring {path}: unreadable ({first}); starting from step 0", file=sys.stderr)
+        return None
+    changed = [key for key in expected if made_with.get(key) != expected[key]]
+    if changed:
+        key = changed[0]
+        print(
+            f"train: ignoring {path}: it was made with {key} {made_with.get(key)!r}, now {expected[key]!r}; "
+            "starting from step 0",
+            file=sys.stderr,
+        )
+        return None
+    return state
+
+
+def remove(*paths):
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
