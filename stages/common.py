@@ -64,6 +64,28 @@ def run_stage(main):
         sys.exit(code)
 
 
+class StopRequest:
+    """SIGINT/SIGTERM during training ask the loop to stop at the end of the step, so a checkpoint never holds
+    half a step; a second signal stops at once."""
+
+    def __init__(self):
+        self.name = None
+
+    def _handle(self, signum, frame):
+        if self.name:
+            raise Interrupted(signal.Signals(signum).name)
+        self.name = signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self):
+        before = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+
+
 def _fsync_folder(folder):
     fd = os.open(folder, os.O_RDONLY)
     try:

@@ -15,11 +15,8 @@ and when stopped; the next run resumes from it (stages/checkpoint.py).
 import contextlib
 import functools
 import io
-import logging
 import math
 import os
-import re
-import signal
 import sys
 import time
 
@@ -30,11 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torchsummary import summary
 
 from stages import checkpoint
-from stages.common import STOP_SIGNALS, Interrupted, UserError, atomic_output, run_stage
+from stages.common import Interrupted, StopRequest, UserError, atomic_output, run_stage
 from stages.cpu import describe
 from stages.data import TRAIN_FILE
 from stages.model import MODEL_FILE, build_model, load_data, make_deterministic, pick_device
 from stages.params import load_params
+from stages.torchrun import LostRank, check_processes, failed_before, launch_torchrun, remember_failure
 
 SUMMARY_FILE = "artifacts/model_summary.txt"
 LOSS_FILE = "artifacts/loss.tsv"
@@ -118,28 +116,6 @@ class GraphedStep:
         self.y.copy_(yb)
         self.graph.replay()
         return self.loss.clone()
-
-
-class StopRequest:
-    """SIGINT/SIGTERM during training ask the loop to stop at the end of the step, so a checkpoint never holds
-    half a step; a second signal stops at once."""
-
-    def __init__(self):
-        self.name = None
-
-    def _handle(self, signum, frame):
-        if self.name:
-            raise Interrupted(signal.Signals(signum).name)
-        self.name = signal.Signals(signum).name
-
-    @contextlib.contextmanager
-    def installed(self):
-        before = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
-        try:
-            yield self
-        finally:
-            for signum, handler in before.items():
-                signal.signal(signum, handler)
 
 
 class Trainer:
@@ -283,7 +259,7 @@ class Trainer:
             bad = self.done - len(fresh) + int((~finite).nonzero()[0]) + 1
             epoch = math.ceil(bad / self.steps_per_epoch)
             raise UserError(f"loss became {float(fresh[bad - self.done - 1]):g} at step {bad} (epoch {epoch}) {advice}")
-        weights = [p for p in self.model.parameters() if not bool(torch.isfinite(p).all())]
+        weights = [p.detach() for p in self.model.parameters() if not bool(torch.isfinite(p).all())]
         if weights:
             value = float(weights[0][~torch.isfinite(weights[0])][0])
             raise UserError(f"weights became {value:g} by step {self.done} {advice}")
@@ -294,61 +270,6 @@ def fit(model, optimizer, x, y, **options):
     return Trainer(model, optimizer, x, y, **options).fit()
 
 
-def launch_torchrun(nproc, max_restarts):
-    """train.nproc > 1: run this stage again as `torchrun --standalone --nproc_per_node=<nproc> -m stages.train`.
-
-    With --max-restarts, torchrun starts every rank again after one fails; they resume from the checkpoint.
-    """
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: keep gloo on loopback
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # each rank pins its own threads from train.threads
-    # The ranks' process group gets a store of its own each attempt: in the agent's shared store, a restarted rank
-    # can read the address its dead predecessor published and fail to connect (seen here after a SIGKILL).
-    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    for name, logger in logging.root.manager.loggerDict.items():  # each rank says its own line; torchrun's
-        if name.startswith("torch.distributed") and isinstance(logger, logging.Logger):  # loggers set their own level
-            logger.setLevel(logging.CRITICAL)
-    checkpoint.remove(checkpoint.FAILED_FILE)
-    args = ["--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}", "-m", "stages.train"]
-    print(f"train: torchrun {' '.join(args)}", flush=True)
-    os.environ["ADDNET_TORCHRUN"] = "1"  # the ranks leave the stop line to this process
-    try:
-        run(get_args_parser().parse_args(args))
-    except ChildFailedError as failure:
-        rank, first = failure.get_first_failure()  # the root cause; torchrun then stops the other ranks
-        raise UserError(f"rank {rank} of {nproc} failed with exit code {first.exitcode} (its line is above)") from None
-    except SignalException as stop:
-        saved = os.path.exists(checkpoint.CHECKPOINT_FILE)
-        detail = f"; {checkpoint.CHECKPOINT_FILE} holds the steps done, the next `dvc repro` resumes from it"
-        raise Interrupted(signal.Signals(stop.sigval).name, detail if saved else "") from None
-    finally:
-        del os.environ["ADDNET_TORCHRUN"]
-
-
-class LostRank(UserError):
-    """Another rank died (killed, preempted): worth a restart, unlike the other errors."""
-
-
-def check_processes(cfg, world, local_rank):
-    """train.nproc against what torchrun started and against the GPUs there are: one line, not a traceback."""
-    if "LOCAL_RANK" in os.environ and world != cfg.nproc:
-        raise UserError(
-            f"params.yaml: train.nproc is {cfg.nproc} but torchrun started {world} processes (WORLD_SIZE); set "
-            f"train.nproc: {world} so that dvc.lock records how the model was trained"
-        )
-    if cfg.nproc > 1 and pick_device(cfg.device).type == "cuda":
-        gpus = torch.cuda.device_count()
-        needed = int(os.environ.get("LOCAL_WORLD_SIZE", cfg.nproc))
-        if gpus < needed:
-            raise UserError(
-                f"params.yaml: train.nproc is {cfg.nproc} but this machine has {gpus} CUDA device(s) for "
-                f"{needed} processes (train.device: {cfg.device}); lower train.nproc or use train.device: cpu"
-            )
-
-
 def main():
     params = load_params()
     cfg = params.train
@@ -357,14 +278,13 @@ def main():
     check_processes(cfg, world, local_rank)
     if cfg.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return launch_torchrun(cfg.nproc, cfg.max_restarts)
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) and os.path.exists(checkpoint.FAILED_FILE):
+    if failed_before():
         sys.exit(2)  # a restart after a rank's user error (its line is above): the same params fail the same way
     try:
         train(params, rank, local_rank, world)
     except UserError as error:
-        if world > 1 and not isinstance(error, LostRank):
-            with atomic_output(checkpoint.FAILED_FILE, "w") as file:
-                file.write(f"{error}\n")
+        if world > 1:
+            remember_failure(error)
         raise
 
 
@@ -423,11 +343,7 @@ def train(params, rank, local_rank, world):
     except (RuntimeError, dist.DistError) as error:
         if world == 1 or isinstance(error, UserError):
             raise
-        # gloo's text: "[path/pair.cc:537] Read error [127.0.0.1]:41884: Connection reset by peer. This is ...".
-        why = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0].splitlines()[0] or type(error).__name__
-        raise LostRank(
-            f"lost contact with the other ranks ({why}); torchrun restarts them up to train.max_restarts times"
-        ) from None
+        raise LostRank(error) from None
     finally:
         if world > 1:
             dist.destroy_process_group()

@@ -1,0 +1,91 @@
+"""train.nproc > 1: the train stage under torchrun, on one machine (the stage starts it) or several (you do).
+
+What a user of torchrun needs from the stage besides training: a launch that restarts failed ranks, one line
+for a stop or a failure instead of torchrun's tracebacks, and the process count checked against params.yaml
+and the GPUs there are.
+"""
+
+import logging
+import os
+import re
+import signal
+
+import torch
+
+from stages import checkpoint
+from stages.common import Interrupted, UserError, atomic_output
+from stages.model import pick_device
+
+
+def launch_torchrun(nproc, max_restarts):
+    """train.nproc > 1: run this stage again as `torchrun --standalone --nproc_per_node=<nproc> -m stages.train`.
+
+    With --max-restarts, torchrun starts every rank again after one fails; they resume from the checkpoint.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: keep gloo on loopback
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # each rank pins its own threads from train.threads
+    # The ranks' process group gets a store of its own each attempt: in the agent's shared store, a restarted rank
+    # can read the address its dead predecessor published and fail to connect (seen here after a SIGKILL).
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    for name, logger in logging.root.manager.loggerDict.items():  # each rank says its own line; torchrun's
+        if name.startswith("torch.distributed") and isinstance(logger, logging.Logger):  # loggers set their own level
+            logger.setLevel(logging.CRITICAL)
+    checkpoint.remove(checkpoint.FAILED_FILE)
+    args = ["--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}", "-m", "stages.train"]
+    print(f"train: torchrun {' '.join(args)}", flush=True)
+    os.environ["ADDNET_TORCHRUN"] = "1"  # the ranks leave the stop line to this process
+    try:
+        run(get_args_parser().parse_args(args))
+    except ChildFailedError as failure:
+        rank, first = failure.get_first_failure()  # the root cause; torchrun then stops the other ranks
+        raise UserError(f"rank {rank} of {nproc} failed with exit code {first.exitcode} (its line is above)") from None
+    except SignalException as stop:
+        saved = os.path.exists(checkpoint.CHECKPOINT_FILE)
+        detail = f"; {checkpoint.CHECKPOINT_FILE} holds the steps done, the next `dvc repro` resumes from it"
+        raise Interrupted(signal.Signals(stop.sigval).name, detail if saved else "") from None
+    finally:
+        del os.environ["ADDNET_TORCHRUN"]
+
+
+class LostRank(UserError):
+    """Another rank died (killed, preempted): worth a restart, unlike the other errors."""
+
+    def __init__(self, error):
+        # gloo's text: "[path/pair.cc:537] Read error [127.0.0.1]:41884: Connection reset by peer. This is ...".
+        why = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0]
+        why = why.splitlines()[0] if why else type(error).__name__
+        super().__init__(
+            f"lost contact with the other ranks ({why}); torchrun restarts them up to train.max_restarts times"
+        )
+
+
+def remember_failure(error):
+    """A rank's user error, kept so that torchrun's restarts end at once instead of failing the same way again."""
+    if not isinstance(error, LostRank):
+        with atomic_output(checkpoint.FAILED_FILE, "w", output=False) as file:
+            file.write(f"{error}\n")
+
+
+def failed_before():
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0 and os.path.exists(checkpoint.FAILED_FILE)
+
+
+def check_processes(cfg, world, local_rank):
+    """train.nproc against what torchrun started and against the GPUs there are: one line, not a traceback."""
+    if "LOCAL_RANK" in os.environ and world != cfg.nproc:
+        raise UserError(
+            f"params.yaml: train.nproc is {cfg.nproc} but torchrun started {world} processes (WORLD_SIZE); set "
+            f"train.nproc: {world} so that dvc.lock records how the model was trained"
+        )
+    if cfg.nproc > 1 and pick_device(cfg.device).type == "cuda":
+        gpus = torch.cuda.device_count()
+        needed = int(os.environ.get("LOCAL_WORLD_SIZE", cfg.nproc))
+        if gpus < needed:
+            raise UserError(
+                f"params.yaml: train.nproc is {cfg.nproc} but this machine has {gpus} CUDA device(s) for "
+                f"{needed} processes (train.device: {cfg.device}); lower train.nproc or use train.device: cpu"
+            )
