@@ -181,7 +181,7 @@ class Trainer:
             "generator": self.generator.get_state() if at_epoch_end else self.epoch_start_state,
             "model": {k: v.cpu() for k, v in getattr(self.model, "module", self.model).state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "losses": self.losses[: self.done].cpu(),
+            "losses": self.losses[: self.done].clone().cpu(),  # a copy: a view would save the whole buffer
         }
 
     def fit(self):

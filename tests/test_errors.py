@@ -569,9 +569,10 @@ DVC_CASES = [
 
 
 def restore(repo):
-    """What README says to do after a failed run: DVC brings back the cached outputs, git the text ones."""
+    """What README says to do after a failed run: git brings back dvc.lock (the stages that did run updated it)
+    and the text outputs, DVC the cached ones."""
+    run(["git", "checkout", "--", "dvc.lock", "artifacts"], repo)
     run(["dvc", "checkout"], repo)
-    run(["git", "checkout", "--", "artifacts"], repo)
 
 
 @pytest.mark.parametrize(("case", "words"), DVC_CASES, ids=[c[0] for c in DVC_CASES])
