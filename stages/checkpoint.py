@@ -11,6 +11,7 @@ good one. The train stage writes it on a clock and when stopped, and removes it 
 import hashlib
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -41,7 +42,16 @@ def fingerprint(params, device, data_path):
         "data/train.npy md5": file_md5(data_path),
         "torch": str(torch.__version__),
         "code paths": describe() if device.type == "cpu" else torch.version.cuda,
+        "stages/*.py md5": code_md5(),
     }
+
+
+def code_md5():
+    """The pipeline's code: a checkpoint made by other code is not resumed, even where the params match."""
+    digest = hashlib.md5()  # noqa: S324
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 def save(state, path=CHECKPOINT_FILE):
@@ -74,5 +84,4 @@ def load(expected, path=CHECKPOINT_FILE):
 
 def remove(*paths):
     for path in paths:
-        if os.path.exists(path):
-            os.unlink(path)
+        Path(path).unlink(missing_ok=True)  # two machines sharing a folder may both remove it

@@ -9,6 +9,8 @@ from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _written = []  # outputs this process renamed into place, so a stop message can say which
+_renaming = False  # an output is being renamed into place: a stop signal waits until it is recorded
+_deferred = None  # the stop signal that waited
 
 
 class UserError(Exception):
@@ -24,6 +26,10 @@ class Interrupted(Exception):
 
 
 def _raise_interrupted(signum, frame):
+    global _deferred
+    if _renaming:
+        _deferred = signal.Signals(signum).name
+        return
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -73,7 +79,7 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.name:
-            raise Interrupted(signal.Signals(signum).name)
+            _raise_interrupted(signum, frame)
         self.name = signal.Signals(signum).name
 
     @contextmanager
@@ -102,6 +108,7 @@ def atomic_output(path, mode="wb", output=True):
     rename are on disk (fsync of the file, then of its folder) before this returns, so a power cut cannot
     leave a renamed but empty file either. `output=False` (a checkpoint) keeps it out of the stop line's list.
     """
+    global _renaming, _deferred
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -111,16 +118,20 @@ def atomic_output(path, mode="wb", output=True):
             yield file
             file.flush()
             os.fsync(file.fileno())
+        # From here a stop signal waits until the rename is recorded (_raise_interrupted), so the stop line stays
+        # true. Not a signal mask: the kernel would hand the signal to one of torch's threads instead.
+        _renaming = True
         os.chmod(tmp, 0o644)
-        # From here a stop signal waits until the rename is done and recorded, so the stop line stays true.
-        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    try:
         os.replace(tmp, path)
         if output:
             _written.append(str(path))
         _fsync_folder(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        _renaming = False
+    if _deferred:
+        name, _deferred = _deferred, None
+        raise Interrupted(name)

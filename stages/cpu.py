@@ -30,12 +30,28 @@ def has_avx2():
         return False
 
 
+_CALLER = {}  # the values the caller had set, before the pin
+
+
 def pin_code_paths():
     if os.environ.get("ADDNET_CPU_PIN", "on") == "off":
         return
-    os.environ["MKL_CBWR"] = MKL_BRANCH
-    if has_avx2():
-        os.environ["ATEN_CPU_CAPABILITY"] = ATEN_CAPABILITY
+    pins = {"MKL_CBWR": MKL_BRANCH, **({"ATEN_CPU_CAPABILITY": ATEN_CAPABILITY} if has_avx2() else {})}
+    for name, value in pins.items():
+        _CALLER.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+
+def caller_environment():
+    """os.environ as the caller had it before the pin: for a child process that must choose for itself (the bench's
+    unpinned runs, the tests' caller settings). A child inheriting os.environ would inherit the pin."""
+    env = dict(os.environ)
+    for name, value in _CALLER.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 def describe():

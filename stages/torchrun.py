@@ -9,8 +9,10 @@ import logging
 import os
 import re
 import signal
+import time
 
 import torch
+import torch.distributed as dist
 
 from stages import checkpoint
 from stages.common import Interrupted, UserError, atomic_output
@@ -34,17 +36,18 @@ def launch_torchrun(nproc, max_restarts):
     for name, logger in logging.root.manager.loggerDict.items():  # each rank says its own line; torchrun's
         if name.startswith("torch.distributed") and isinstance(logger, logging.Logger):  # loggers set their own level
             logger.setLevel(logging.CRITICAL)
-    checkpoint.remove(checkpoint.FAILED_FILE)
     args = ["--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}", "-m", "stages.train"]
     print(f"train: torchrun {' '.join(args)}", flush=True)
     os.environ["ADDNET_TORCHRUN"] = "1"  # the ranks leave the stop line to this process
+    launched = time.time()
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as failure:
         rank, first = failure.get_first_failure()  # the root cause; torchrun then stops the other ranks
         raise UserError(f"rank {rank} of {nproc} failed with exit code {first.exitcode} (its line is above)") from None
     except SignalException as stop:
-        saved = os.path.exists(checkpoint.CHECKPOINT_FILE)
+        path = checkpoint.CHECKPOINT_FILE
+        saved = os.path.exists(path) and os.path.getmtime(path) >= launched  # this run's, not an older one
         detail = f"; {checkpoint.CHECKPOINT_FILE} holds the steps done, the next `dvc repro` resumes from it"
         raise Interrupted(signal.Signals(stop.sigval).name, detail if saved else "") from None
     finally:
@@ -53,6 +56,12 @@ def launch_torchrun(nproc, max_restarts):
 
 class LostRank(UserError):
     """Another rank died (killed, preempted): worth a restart, unlike the other errors."""
+
+    @staticmethod
+    def explains(error):
+        """Whether `error` is a collective that lost its peers: gloo and NCCL say so in their text."""
+        text = str(error)
+        return isinstance(error, dist.DistError) or any(word in text for word in ("gloo", "NCCL", "Connection"))
 
     def __init__(self, error):
         # gloo's text: "[path/pair.cc:537] Read error [127.0.0.1]:41884: Connection reset by peer. This is ...".
@@ -71,7 +80,13 @@ def remember_failure(error):
 
 
 def failed_before():
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0 and os.path.exists(checkpoint.FAILED_FILE)
+    """True in a rank that torchrun restarted after a rank's user error of this run. The first attempt clears the
+    mark of an earlier run (LOCAL_RANK 0, once a machine), so only this run's failures count."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) == 0:
+        if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+            checkpoint.remove(checkpoint.FAILED_FILE)
+        return False
+    return os.path.exists(checkpoint.FAILED_FILE)
 
 
 def check_processes(cfg, world, local_rank):

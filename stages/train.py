@@ -241,14 +241,25 @@ class Trainer:
             self.last_progress = now
         due = self.checkpoint_every_s and now - self.last_checkpoint >= self.checkpoint_every_s
         if self.writer and (stopping or (due and self.done < self.total)):
-            checkpoint.save(self.state())
-            self.last_checkpoint = time.perf_counter()
+            self.save_checkpoint(must=stopping)
         if stopping:
+            saved = f"; saved {checkpoint.CHECKPOINT_FILE}, the next `dvc repro` resumes from it" if self.writer else ""
             raise Interrupted(
-                stop_name or "SIGTERM",
-                f" at step {self.done:,} of {self.total:,} (epoch {epoch}); saved {checkpoint.CHECKPOINT_FILE}, "
-                "the next `dvc repro` resumes from it",
+                stop_name or "SIGTERM", f" at step {self.done:,} of {self.total:,} (epoch {epoch}){saved}"
             )
+
+    def save_checkpoint(self, must):
+        """A checkpoint on the clock is a convenience: one that cannot be written (a full disk) costs a warning.
+        The one a stop asks for is the whole point of stopping cleanly: then it is an error."""
+        try:
+            checkpoint.save(self.state())
+        except OSError as error:
+            if must:
+                raise UserError(f"{checkpoint.CHECKPOINT_FILE}: cannot be written ({error.strerror})") from None
+            print(
+                f"train: warning: {checkpoint.CHECKPOINT_FILE}: cannot be written ({error.strerror})", file=sys.stderr
+            )
+        self.last_checkpoint = time.perf_counter()
 
     def check_finite(self, fresh):
         """A NaN or inf loss, or a weight that overflowed in an update, stops the run before any model is written."""
@@ -256,9 +267,10 @@ class Trainer:
         advice = f"with train.lr {lr:g}; no model was written. Lower train.lr (or scale the data)"
         finite = torch.isfinite(fresh)
         if not bool(finite.all()):
-            bad = self.done - len(fresh) + int((~finite).nonzero()[0]) + 1
-            epoch = math.ceil(bad / self.steps_per_epoch)
-            raise UserError(f"loss became {float(fresh[bad - self.done - 1]):g} at step {bad} (epoch {epoch}) {advice}")
+            first = int((~finite).nonzero()[0])  # index into fresh, the losses since the last look
+            bad_step = self.done - len(fresh) + first + 1
+            epoch = math.ceil(bad_step / self.steps_per_epoch)
+            raise UserError(f"loss became {float(fresh[first]):g} at step {bad_step} (epoch {epoch}) {advice}")
         weights = [p.detach() for p in self.model.parameters() if not bool(torch.isfinite(p).all())]
         if weights:
             value = float(weights[0][~torch.isfinite(weights[0])][0])
@@ -299,11 +311,11 @@ def train(params, rank, local_rank, world):
     x, y = load_data(TRAIN_FILE, device)
     model = build_model(params.model.hidden).to(device)  # same seed: the same initial weights on every rank
     model_summary = summary_text(model, device)
-    shuffle = torch.Generator().manual_seed(params.seed)  # on the CPU, whatever the device (Trainer.fit)
+    shuffle_generator = torch.Generator().manual_seed(params.seed)  # on the CPU, whatever the device (Trainer.fit)
     fingerprint = checkpoint.fingerprint(params, device, TRAIN_FILE) if local_rank == 0 else None
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
+        if world > 1:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         resumed = [checkpoint.load(fingerprint) if rank == 0 else None]
         if world > 1:
             dist.broadcast_object_list(resumed)  # rank 0's disk decides for every node
@@ -317,7 +329,7 @@ def train(params, rank, local_rank, world):
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
             shuffle=cfg.shuffle,
-            generator=shuffle,
+            generator=shuffle_generator,
             rank=rank,
             world=world,
             cuda_graphs=cfg.cuda_graphs,
@@ -340,12 +352,12 @@ def train(params, rank, local_rank, world):
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-    except (RuntimeError, dist.DistError) as error:
-        if world == 1 or isinstance(error, UserError):
+    except RuntimeError as error:
+        if world == 1 or not LostRank.explains(error):
             raise
         raise LostRank(error) from None
     finally:
-        if world > 1:
+        if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     if local_rank != 0:  # every rank holds the same weights and losses: the first on each machine writes them
         return

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.cpu import caller_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv running pytest: its python and dvc run the stages
 
@@ -17,7 +19,7 @@ def env(**extra):
     """The environment a user's shell gives a command, with CUDA hidden: the tests that compare bytes with the
     committed CPU run must run on the CPU on a GPU machine too (tests/test_verify.py checks a CUDA run)."""
     return {
-        **os.environ,
+        **caller_environment(),  # not os.environ: importing `stages` here pinned MKL and ATen in it
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -65,3 +65,19 @@ def test_an_error_inside_the_block_keeps_the_old_file(tmp_path):
         raise ValueError
     assert (tmp_path / "out.txt").read_text() == "old\n"
     assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_a_signal_in_the_rename_itself_waits_until_the_output_is_recorded(stage_run, tmp_path, monkeypatch):
+    import torch  # noqa: F401 (its threads are why a signal mask would not work here)
+
+    rename = os.replace
+
+    def signalled_rename(source, target):
+        os.kill(os.getpid(), signal.SIGTERM)  # lands between the temp file and the output
+        rename(source, target)
+
+    monkeypatch.setattr(os, "replace", signalled_rename)
+    code, err = stage_run(stage_that_writes(["a.txt", "b.txt"], stop_in=None))
+    assert code == 143
+    assert err == "common: stopped by SIGTERM after writing a.txt; run it again for the rest\n"
+    assert sorted(os.listdir(tmp_path)) == ["a.txt"]

@@ -3,6 +3,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from stages import prepare, train
+from stages.common import Interrupted
 from stages.cpu import has_avx2
 from stages.model import build_model, make_deterministic
 from tests.conftest import ROOT, env, run, set_params
@@ -201,3 +203,43 @@ def test_memory_does_not_grow_with_the_number_of_steps(tmp_path):
     set_params(tmp_path, **{"train.epochs": 10})
     long = peak_rss_mib_of_train(tmp_path)  # 100,000 steps
     assert long - short < 15, (short, long)
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "shuffle"),
+    [(7, True), (6, True), (15, True), (7, False)],
+    ids=["mid-epoch", "epoch-boundary", "last-step", "no-shuffle"],
+)
+def test_a_trainer_resumed_from_its_state_gives_the_bytes_of_an_unbroken_run(tmp_path, monkeypatch, stop_at, shuffle):
+    monkeypatch.chdir(tmp_path)  # a stop writes checkpoints/train.pt here
+    x = torch.rand(5, 2, generator=torch.Generator().manual_seed(1)) * 10  # 3 batches of 2 an epoch, the last of 1
+    y = x.sum(dim=1, keepdim=True)
+
+    def trainer():
+        torch.manual_seed(0)
+        model = build_model(8)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        return train.Trainer(model, optimizer, x, y, epochs=5, batch_size=2, shuffle=shuffle, generator=generator)
+
+    unbroken = trainer()
+    losses = unbroken.fit().clone()
+
+    stopped = trainer()
+    step = stopped.step
+
+    def step_then_stop(xb, yb):  # a real SIGTERM, as a preempted machine sends, during step `stop_at`
+        if stopped.done == stop_at - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(xb, yb)
+
+    stopped.step = step_then_stop
+    with pytest.raises(Interrupted):
+        stopped.fit()
+    assert stopped.done == stop_at
+    state = torch.load("checkpoints/train.pt", weights_only=True)
+
+    resumed = trainer()
+    resumed.resume(state)
+    assert torch.equal(resumed.fit(), losses)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.parameters(), unbroken.model.parameters(), strict=True))

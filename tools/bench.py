@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from stages.cpu import caller_environment
 from stages.model import build_model
 from stages.train import fit, train_step
 
@@ -175,7 +176,10 @@ def child_run(n, batch_size, epochs):
 
 def in_fresh_process(n, batch_size, epochs, **env):
     command = [sys.executable, "-m", "tools.bench", "--child", str(n), str(batch_size), str(epochs)]
-    out = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
+    # caller_environment(): importing `stages` pinned MKL and ATen in os.environ, which an unpinned child would inherit.
+    out = subprocess.run(
+        command, env={**caller_environment(), **env}, capture_output=True, text=True, check=True
+    ).stdout
     us_per_step, peak_mib = map(float, out.split())
     return us_per_step, peak_mib
 
