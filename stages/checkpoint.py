@@ -15,19 +15,11 @@ from pathlib import Path
 
 import torch
 
-from stages.common import atomic_output
+from stages.common import UserError, atomic_output, file_md5
 from stages.cpu import describe
+from stages.model import load_tensors
 
 CHECKPOINT_FILE = "checkpoints/train.pt"
-FAILED_FILE = "checkpoints/train.failed"  # a rank's user error, so torchrun's restarts do not repeat it
-
-
-def file_md5(path):
-    digest = hashlib.md5()  # noqa: S324 (a fingerprint, as DVC's own md5s)
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fingerprint(params, device, data_path):
@@ -48,7 +40,7 @@ def fingerprint(params, device, data_path):
 
 def code_md5():
     """The pipeline's code: a checkpoint made by other code is not resumed, even where the params match."""
-    digest = hashlib.md5()  # noqa: S324
+    digest = hashlib.md5(usedforsecurity=False)
     for source in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(source.read_bytes())
     return digest.hexdigest()
@@ -64,11 +56,11 @@ def load(expected, path=CHECKPOINT_FILE):
     if not os.path.exists(path):
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)  # the stages' one safe torch.load: tensors and plain values only
         made_with = state["fingerprint"]
-    except Exception as error:  # a checkpoint is a cache: any unreadable one is ignored, never fatal
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"train: ignoring {path}: unreadable ({first}); starting from step 0", file=sys.stderr)
+    except (UserError, KeyError, TypeError) as error:  # a checkpoint is a cache: an unreadable one is ignored
+        why = error if isinstance(error, UserError) else f"{path}: not a checkpoint of this stage"
+        print(f"train: ignoring {why}; starting from step 0", file=sys.stderr)
         return None
     changed = [key for key in expected if made_with.get(key) != expected[key]]
     if changed:

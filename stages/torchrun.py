@@ -18,6 +18,8 @@ from stages import checkpoint
 from stages.common import Interrupted, UserError, atomic_output
 from stages.model import pick_device
 
+FAILED_FILE = "checkpoints/train.failed"  # a rank's user error, so torchrun's restarts do not repeat it
+
 
 def launch_torchrun(nproc, max_restarts):
     """train.nproc > 1: run this stage again as `torchrun --standalone --nproc_per_node=<nproc> -m stages.train`.
@@ -48,7 +50,7 @@ def launch_torchrun(nproc, max_restarts):
     except SignalException as stop:
         path = checkpoint.CHECKPOINT_FILE
         saved = os.path.exists(path) and os.path.getmtime(path) >= launched  # this run's, not an older one
-        detail = f"; {checkpoint.CHECKPOINT_FILE} holds the steps done, the next `dvc repro` resumes from it"
+        detail = f"; {path} holds the steps done, the next `dvc repro` resumes from it"
         raise Interrupted(signal.Signals(stop.sigval).name, detail if saved else "") from None
     finally:
         del os.environ["ADDNET_TORCHRUN"]
@@ -75,7 +77,7 @@ class LostRank(UserError):
 def remember_failure(error):
     """A rank's user error, kept so that torchrun's restarts end at once instead of failing the same way again."""
     if not isinstance(error, LostRank):
-        with atomic_output(checkpoint.FAILED_FILE, "w", output=False) as file:
+        with atomic_output(FAILED_FILE, "w", output=False) as file:
             file.write(f"{error}\n")
 
 
@@ -84,12 +86,12 @@ def failed_before():
     mark of an earlier run (LOCAL_RANK 0, once a machine), so only this run's failures count."""
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) == 0:
         if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-            checkpoint.remove(checkpoint.FAILED_FILE)
+            checkpoint.remove(FAILED_FILE)
         return False
-    return os.path.exists(checkpoint.FAILED_FILE)
+    return os.path.exists(FAILED_FILE)
 
 
-def check_processes(cfg, world, local_rank):
+def check_processes(cfg, world):
     """train.nproc against what torchrun started and against the GPUs there are: one line, not a traceback."""
     if "LOCAL_RANK" in os.environ and world != cfg.nproc:
         raise UserError(

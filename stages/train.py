@@ -32,7 +32,7 @@ from stages.cpu import describe
 from stages.data import TRAIN_FILE
 from stages.model import MODEL_FILE, build_model, load_data, make_deterministic, pick_device
 from stages.params import load_params
-from stages.torchrun import LostRank, check_processes, failed_before, launch_torchrun, remember_failure
+from stages.torchrun import FAILED_FILE, LostRank, check_processes, failed_before, launch_torchrun, remember_failure
 
 SUMMARY_FILE = "artifacts/model_summary.txt"
 LOSS_FILE = "artifacts/loss.tsv"
@@ -287,7 +287,7 @@ def main():
     cfg = params.train
     world = int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun, here or on several machines
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    check_processes(cfg, world, local_rank)
+    check_processes(cfg, world)
     if cfg.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return launch_torchrun(cfg.nproc, cfg.max_restarts)
     if failed_before():
@@ -370,7 +370,7 @@ def train(params, rank, local_rank, world):
         file.write("step\tepoch\tloss\n")
         for step, value in enumerate(losses.cpu().tolist(), start=1):
             file.write(f"{step}\t{math.ceil(step / trainer.steps_per_epoch)}\t{value:.8g}\n")
-    checkpoint.remove(checkpoint.CHECKPOINT_FILE, checkpoint.FAILED_FILE)
+    checkpoint.remove(checkpoint.CHECKPOINT_FILE, FAILED_FILE)
 
     if rank != 0:
         return

@@ -36,6 +36,24 @@ def run(args, cwd, check=True, **extra_env):
     return result
 
 
+def start_stage(name, cwd, **extra_env):
+    """`python -m stages.<name>` started in `cwd` and left running, its output piped as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", f"stages.{name}"],
+        cwd=cwd,
+        env=env(PYTHONPATH=str(ROOT), **extra_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def child_pids(pid):
+    """The processes `pid` started (a launcher's ranks, dvc's stage), as pgrep sees them now."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(child) for child in found.split()]
+
+
 def clone_repo(dest):
     """A fresh clone of the working tree as it is now (committed or not), as its own git repo."""
     dest.mkdir(parents=True, exist_ok=True)

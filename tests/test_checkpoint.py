@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from stages.checkpoint import CHECKPOINT_FILE
-from tests.conftest import clone_repo, env, run, set_params
+from tests.conftest import child_pids, clone_repo, env, run, set_params
 
 RUNS = {  # a few seconds of training: long enough to stop in the middle of an epoch
     "1-process": {"data.synthetic": {"n": 60_000, "low": 0, "high": 10}, "train.epochs": 1},
@@ -29,11 +29,6 @@ def steps_per_epoch(repo):
     return math.ceil(params["data"]["synthetic"]["n"] / params["train"]["batch_size"])
 
 
-def children(pid):
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(child) for child in found]
-
-
 def repro_stopped_mid_training(repo):
     """`dvc repro`, and SIGTERM to the train stage's process (what a preempted machine sends) once it trains."""
     dvc = subprocess.Popen(
@@ -45,7 +40,7 @@ def repro_stopped_mid_training(repo):
         if " steps of batch " in line:  # the stage's first line: it is training now
             break
     time.sleep(2)
-    stage = next(pid for pid in children(dvc.pid) if b"stages.train" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    stage = next(pid for pid in child_pids(dvc.pid) if b"stages.train" in Path(f"/proc/{pid}/cmdline").read_bytes())
     subprocess.run(["kill", "-TERM", str(stage)], check=True)
     lines += dvc.stdout.readlines()
     assert dvc.wait(timeout=120) != 0, "".join(lines)

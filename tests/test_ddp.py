@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, env, run, set_params
+from tests.conftest import ROOT, child_pids, run, set_params, start_stage
 
 UNEVEN = {"data.synthetic": {"n": 1000, "low": 0, "high": 10}, "train.batch_size": 96, "train.epochs": 3}
 
@@ -65,24 +65,6 @@ LONG = {
 }
 
 
-def start_stage(workdir):
-    return subprocess.Popen(
-        [sys.executable, "-m", "stages.train"],
-        cwd=workdir,
-        env=env(PYTHONPATH=str(ROOT)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def ranks_of(launcher):
-    return [
-        int(pid)
-        for pid in subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
-    ]
-
-
 def wait_until_training(stage):
     for line in stage.stdout:
         if " steps of batch " in line:
@@ -94,9 +76,9 @@ def test_sigterm_under_torchrun_ends_like_one_process_and_leaves_no_rank(tmp_pat
     shutil.copy2(ROOT / "params.yaml", tmp_path)
     set_params(tmp_path, **LONG)
     run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    stage = start_stage(tmp_path)
+    stage = start_stage("train", tmp_path)
     wait_until_training(stage)
-    ranks = ranks_of(stage)
+    ranks = child_pids(stage.pid)
     assert len(ranks) == 2
     stage.terminate()
     _, err = stage.communicate(timeout=60)
@@ -117,12 +99,12 @@ def test_a_killed_rank_is_restarted_and_resumes_to_the_undisturbed_bytes(tmp_pat
     undisturbed = [(tmp_path / "artifacts" / name).read_bytes() for name in ("mymodel.pth", "loss.tsv")]
     shutil.rmtree(tmp_path / "artifacts")
 
-    stage = start_stage(tmp_path)
+    stage = start_stage("train", tmp_path)
     wait_until_training(stage)
     deadline = time.monotonic() + 60
     while not (tmp_path / "checkpoints/train.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    subprocess.run(["kill", "-KILL", str(ranks_of(stage)[-1])], check=True)  # the last rank started: rank 1
+    subprocess.run(["kill", "-KILL", str(child_pids(stage.pid)[-1])], check=True)  # the last rank started: rank 1
     out, err = stage.communicate(timeout=300)
     assert stage.returncode == 0, err
     assert re.search(r"^train: resuming at epoch \d+, step [\d,]+ of 1,500$", out, re.M), out

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from stages.common import run_stage
-from tests.conftest import ROOT, env, run
+from tests.conftest import ROOT, env, run, start_stage
 
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -350,14 +350,7 @@ def test_a_signal_during_training_exits_non_zero_and_leaves_no_partial_output(tm
     }
     (tmp_path / "params.yaml").write_text(edited(**long_run))
     stage("prepare", tmp_path, check=True)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stages.train"],
-        cwd=tmp_path,
-        env=env(PYTHONPATH=str(ROOT)),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process = start_stage("train", tmp_path)
     first_progress = process.stderr.readline()  # training prints progress every 5 s: it is mid-loop now
     assert first_progress.startswith("train: epoch"), first_progress
     process.send_signal(signum)

@@ -1,5 +1,4 @@
 import csv
-import hashlib
 import os
 import re
 import shutil
@@ -14,7 +13,7 @@ import torch
 import yaml
 
 from stages import prepare, train
-from stages.common import Interrupted
+from stages.common import Interrupted, file_md5
 from stages.cpu import has_avx2
 from stages.model import build_model, make_deterministic
 from tests.conftest import ROOT, env, run, set_params
@@ -130,7 +129,7 @@ def train_in(folder, **caller_env):
     """The train stage as dvc runs it, in `folder`, with the caller's environment; (md5 of the model, stdout)."""
     caller = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **caller_env}
     result = run(["python", "-m", "stages.train"], folder, PYTHONPATH=str(ROOT), **caller)
-    return hashlib.md5((folder / "artifacts/mymodel.pth").read_bytes()).hexdigest(), result.stdout  # noqa: S324
+    return file_md5(folder / "artifacts/mymodel.pth"), result.stdout
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason="the byte promise is for x86-64 CPUs with AVX2; elsewhere `make verify`")

@@ -15,7 +15,6 @@ them. Exit 0: everything identical or within tolerance; 1: something is not; 2: 
 """
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import yaml
 
-from stages.common import UserError, run_stage  # importing `stages` pins the CPU code paths as in a stage
+from stages.common import UserError, file_md5, run_stage  # importing `stages` pins the CPU code paths as in a stage
 
 # A number passes when |candidate - committed| <= abs + rel * |committed| (numpy.isclose). Each comment gives
 # the cross-platform noise measured against the committed run on a 2-core AMD EPYC, torch 2.13.0+cpu, with
@@ -66,10 +65,6 @@ class Row(NamedTuple):
     result: str
     tolerance: str
     ok: bool
-
-
-def md5(path):
-    return hashlib.md5(Path(path).read_bytes(), usedforsecurity=False).hexdigest()  # DVC's content hash
 
 
 def read_lock(text):
@@ -129,7 +124,7 @@ def compare(references, candidate_dir, lock):
         file = Path(candidate_dir, path)
         if not file.is_file():
             result, ok = "missing", False
-        elif md5(file) == committed_md5:
+        elif file_md5(file) == committed_md5:
             result, ok = "identical", True
         elif path in JUDGED_ELSEWHERE:
             result, ok = f"differs ({JUDGED_ELSEWHERE[path]})", True
