@@ -39,7 +39,7 @@ def launch_torchrun(nproc, max_restarts):
         if name.startswith("torch.distributed") and isinstance(logger, logging.Logger):  # loggers set their own level
             logger.setLevel(logging.CRITICAL)
     args = ["--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}", "-m", "stages.train"]
-    print(f"train: torchrun {' '.join(args)}", flush=True)
+    print(f"train: torchrun {' '.join(args)}")
     os.environ["ADDNET_TORCHRUN"] = "1"  # the ranks leave the stop line to this process
     launched = time.time()
     try:

@@ -236,7 +236,6 @@ class Trainer:
                 f"train: epoch {epoch}/{self.epochs}, step {self.done:,}/{self.total:,}, loss {float(fresh[-1]):.6g}, "
                 f"{rate:,.0f} samples/s",
                 file=sys.stderr,
-                flush=True,
             )
             self.last_progress = now
         due = self.checkpoint_every_s and now - self.last_checkpoint >= self.checkpoint_every_s
@@ -346,7 +345,7 @@ def train(params, rank, local_rank, world):
             print(f"train: {trainer.total:,} steps of batch {cfg.batch_size} on {where}, {threads} thread(s){paths}")
             if resumed[0] is not None:
                 epoch = trainer.done // trainer.steps_per_epoch + 1
-                print(f"train: resuming at epoch {epoch}, step {trainer.done:,} of {trainer.total:,}", flush=True)
+                print(f"train: resuming at epoch {epoch}, step {trainer.done:,} of {trainer.total:,}")
         start = time.perf_counter()
         losses = trainer.fit()
         if device.type == "cuda":

@@ -15,11 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv running pytest: its python and dvc run the stages
 
 
+# Set in some shells and not in others (CI runs with neither): the tests run as if neither were set, so a test
+# that passes in a developer's shell passes in CI. Without SHELL, DVC runs a stage's cmd through /bin/sh.
+UNSET_FOR_TESTS = ("PYTHONUNBUFFERED", "SHELL")
+
+
 def env(**extra):
     """The environment a user's shell gives a command, with CUDA hidden: the tests that compare bytes with the
     committed CPU run must run on the CPU on a GPU machine too (tests/test_verify.py checks a CUDA run)."""
+    caller = {key: value for key, value in caller_environment().items() if key not in UNSET_FOR_TESTS}
     return {
-        **caller_environment(),  # not os.environ: importing `stages` here pinned MKL and ATen in it
+        **caller,  # not os.environ: importing `stages` here pinned MKL and ATen in it
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -52,6 +58,19 @@ def child_pids(pid):
     """The processes `pid` started (a launcher's ranks, dvc's stage), as pgrep sees them now."""
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(child) for child in found.split()]
+
+
+def stage_pid(pid, name):
+    """The `python -m stages.<name>` process under `pid` (dvc's). DVC runs a stage's cmd through $SHELL or /bin/sh:
+    bash execs the command, dash (Debian's /bin/sh, CI's shell with SHELL unset) forks it, so it may be a grandchild."""
+    for child in child_pids(pid):
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if argv[1:3] == [b"-m", f"stages.{name}".encode()]:
+            return child
+        found = stage_pid(child, name)
+        if found:
+            return found
+    return None
 
 
 def clone_repo(dest):

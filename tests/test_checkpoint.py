@@ -4,14 +4,13 @@ the very bytes of a run that was never stopped (the whole dvc.lock), with one pr
 import math
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from stages.checkpoint import CHECKPOINT_FILE
-from tests.conftest import child_pids, clone_repo, env, run, set_params
+from tests.conftest import clone_repo, env, run, set_params, stage_pid
 
 RUNS = {  # a few seconds of training: long enough to stop in the middle of an epoch
     "1-process": {"data.synthetic": {"n": 60_000, "low": 0, "high": 10}, "train.epochs": 1},
@@ -40,7 +39,8 @@ def repro_stopped_mid_training(repo):
         if " steps of batch " in line:  # the stage's first line: it is training now
             break
     time.sleep(2)
-    stage = next(pid for pid in child_pids(dvc.pid) if b"stages.train" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    stage = stage_pid(dvc.pid, "train")
+    assert stage, "no `python -m stages.train` under dvc:\n" + "".join(lines)
     subprocess.run(["kill", "-TERM", str(stage)], check=True)
     lines += dvc.stdout.readlines()
     assert dvc.wait(timeout=120) != 0, "".join(lines)

@@ -1,6 +1,7 @@
 import csv
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from stages import prepare, train
 from stages.common import Interrupted, file_md5
 from stages.cpu import has_avx2
 from stages.model import build_model, make_deterministic
-from tests.conftest import ROOT, env, run, set_params
+from tests.conftest import ROOT, env, run, set_params, start_stage
 
 
 def read_losses(path="artifacts/loss.tsv"):
@@ -156,6 +157,20 @@ def test_train_threads_is_the_thread_count_in_force(tmp_path):
     run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
     _, out = train_in(tmp_path, OMP_NUM_THREADS="1")
     assert "on cpu, 2 thread(s)" in out
+
+
+def test_the_first_line_reaches_a_pipe_while_the_stage_trains(tmp_path):
+    # CI logs and `dvc repro | tee` are pipes: the line saying what trains must come when it starts, not at the end.
+    shutil.copy2(ROOT / "params.yaml", tmp_path)
+    set_params(tmp_path, **{"data.synthetic": {"n": 1_000_000, "low": 0, "high": 10}, "train.epochs": 1})
+    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
+    stage = start_stage("train", tmp_path)
+    try:
+        ready, _, _ = select.select([stage.stdout], [], [], 60)  # the whole run takes minutes
+        assert ready and " steps of batch 2 on cpu" in stage.stdout.readline() and stage.poll() is None
+    finally:
+        stage.kill()
+        stage.communicate()
 
 
 def test_a_loss_that_blows_up_early_in_a_long_epoch_is_caught_within_seconds(tmp_path):
