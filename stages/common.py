@@ -5,13 +5,14 @@ import os
 import signal
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _written = []  # outputs this process renamed into place, so a stop message can say which
 _renaming = False  # an output is being renamed into place: a stop signal waits until it is recorded
 _deferred = None  # the stop signal that waited
+_received = None  # the first stop signal this process received, whoever handled it
 
 
 class UserError(Exception):
@@ -26,12 +27,24 @@ class Interrupted(Exception):
         self.name, self.detail = name, detail
 
 
+def _note_stop(signum):
+    global _received
+    _received = _received or signal.Signals(signum).name
+    return signal.Signals(signum).name
+
+
+def stop_received():
+    """The stop signal this process received (SIGINT or SIGTERM), or None."""
+    return _received
+
+
 def _raise_interrupted(signum, frame):
     global _deferred
+    name = _note_stop(signum)
     if _renaming:
-        _deferred = signal.Signals(signum).name
+        _deferred = name
         return
-    raise Interrupted(signal.Signals(signum).name)
+    raise Interrupted(name)
 
 
 def stop_message(stop):
@@ -52,6 +65,9 @@ def run_stage(main):
         stage += f"[rank {os.environ['RANK']}]"
     for signum in STOP_SIGNALS:
         signal.signal(signum, _raise_interrupted)
+    # A write beyond a file-size limit (`ulimit -f`) then fails with EFBIG, which atomic_output names in one line,
+    # instead of the default SIGXFSZ killing the process with a core dump.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         main()
         code = 0
@@ -81,7 +97,7 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.name:
             _raise_interrupted(signum, frame)
-        self.name = signal.Signals(signum).name
+        self.name = _note_stop(signum)
 
     @contextmanager
     def installed(self):
@@ -116,13 +132,17 @@ def atomic_output(path, mode="wb", output=True):
 
     A crash, an error or a signal leaves the old file (or none), never a half-written one; the data and the
     rename are on disk (fsync of the file, then of its folder) before this returns, so a power cut cannot
-    leave a renamed but empty file either. `output=False` (a checkpoint) keeps it out of the stop line's list.
+    leave a renamed but empty file either. A write the OS refuses (a full disk, a quota, a file-size limit, a
+    read-only folder) is a UserError naming the output and the OS's reason, its OSError kept as __cause__.
+    `output=False` (a checkpoint) keeps it out of the stop line's list.
     """
     global _renaming, _deferred
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
+    replaced = False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **text) as file:
             yield file
@@ -133,15 +153,28 @@ def atomic_output(path, mode="wb", output=True):
         _renaming = True
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        replaced = True
         if output:
             _written.append(str(path))
         _fsync_folder(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as error:
+        if tmp and not replaced:
+            with suppress(OSError):  # a temp file left behind is better than this error hiding the first one
+                os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise UserError(
+                f"cannot write {path}: {error.strerror or error}; {_what_was_replaced(path, replaced)}"
+            ) from error
         raise
     finally:
         _renaming = False
     if _deferred:
         name, _deferred = _deferred, None
         raise Interrupted(name)
+
+
+def _what_was_replaced(path, replaced):
+    if replaced:  # only the folder's fsync failed
+        return "it is in place, but its folder could not be synced to disk"
+    earlier = [name for name in _written if name != str(path)]
+    return f"it was not replaced (this run replaced {', '.join(earlier)})" if earlier else "nothing was replaced"

@@ -9,15 +9,28 @@ Two libraries inside torch pick their kernels by the CPU they find, and their su
   machines (default params, and 100,000 pairs in batches of 1,024); DEFAULT (no SIMD) did not. Any x86-64
   CPU with AVX2 runs the AVX2 kernels, so that is the pin; a CPU without AVX2 is left to ATen's choice.
 
-A caller's MKL_CBWR or ATEN_CPU_CAPABILITY is overridden: they must not change the bytes. ADDNET_CPU_PIN=off
-leaves both to the libraries (tools/bench.py measures what the pin costs that way).
+On ARM (aarch64 Linux, arm64 macOS) torch sends a float matrix product either to its BLAS (NVPL in PyPI's
+Linux wheel) or to oneDNN (with the Arm Compute Library's GEMM, or oneDNN's own SVE kernels), by a size
+threshold it picks from the CPU: on a Neoverse core products with a dimension of 8 or less go to BLAS, on any
+other core every product goes to oneDNN. Their sums round differently, so two ARM machines gave two sets of
+bytes (tools/verify_arm.py emulates them). TORCH_MKLDNN_MATMUL_MIN_DIM set to the largest value torch reads
+sends every product to BLAS on every ARM CPU.
+
+A caller's MKL_CBWR, ATEN_CPU_CAPABILITY or TORCH_MKLDNN_MATMUL_MIN_DIM is overridden: they must not change the
+bytes. ADDNET_CPU_PIN=off leaves all three to the libraries (tools/bench.py measures what the pin costs that way).
 """
 
 import os
 import platform
+import re
 
 MKL_BRANCH = "COMPATIBLE"
 ATEN_CAPABILITY = "avx2"
+ONEDNN_MATMUL_MIN_DIM = str(2**31 - 1)  # torch reads it with std::stoi: no product has all dimensions above it
+
+
+def is_arm():
+    return platform.machine().lower() in ("aarch64", "arm64")
 
 
 def has_avx2():
@@ -30,33 +43,30 @@ def has_avx2():
         return False
 
 
-_CALLER = {}  # the values the caller had set, before the pin
+CALLER_VALUES = {}  # what the caller had set before the pin (tools/machine.py gives it back to child processes)
 
 
 def pin_code_paths():
     if os.environ.get("ADDNET_CPU_PIN", "on") == "off":
         return
     pins = {"MKL_CBWR": MKL_BRANCH, **({"ATEN_CPU_CAPABILITY": ATEN_CAPABILITY} if has_avx2() else {})}
+    if is_arm():
+        pins["TORCH_MKLDNN_MATMUL_MIN_DIM"] = ONEDNN_MATMUL_MIN_DIM
     for name, value in pins.items():
-        _CALLER.setdefault(name, os.environ.get(name))
+        CALLER_VALUES.setdefault(name, os.environ.get(name))
         os.environ[name] = value
 
 
-def caller_environment():
-    """os.environ as the caller had it before the pin: for a child process that must choose for itself (the bench's
-    unpinned runs, the tests' caller settings). A child inheriting os.environ would inherit the pin."""
-    env = dict(os.environ)
-    for name, value in _CALLER.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
-
-
-def describe():
-    """The numeric code paths in force, for logs and `make verify`: 'MKL COMPATIBLE, ATen AVX2'."""
+def code_paths():
+    """The numeric code paths in force, for logs and `make verify`: 'MKL COMPATIBLE, ATen AVX2' on x86-64,
+    'NVPL BLAS, oneDNN matmul off, ATen DEFAULT' on ARM."""
     import torch
 
-    mkl = f"MKL {os.environ.get('MKL_CBWR', 'AUTO')}" if torch.backends.mkl.is_available() else "no MKL"
-    return f"{mkl}, ATen {torch.backends.cpu.get_cpu_capability()}"
+    if is_arm():
+        blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+        min_dim = os.environ.get("TORCH_MKLDNN_MATMUL_MIN_DIM")
+        routing = {ONEDNN_MATMUL_MIN_DIM: "off", None: "by CPU"}.get(min_dim, f"above dimension {min_dim}")
+        libraries = f"{blas.group(1).upper() if blas else 'no'} BLAS, oneDNN matmul {routing}"
+    else:
+        libraries = f"MKL {os.environ.get('MKL_CBWR', 'AUTO')}" if torch.backends.mkl.is_available() else "no MKL"
+    return f"{libraries}, ATen {torch.backends.cpu.get_cpu_capability()}"

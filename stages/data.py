@@ -5,6 +5,8 @@ is one flat array (10 million rows are 120 MB), and np.load with allow_pickle=Fa
 return numbers.
 """
 
+import tokenize
+import warnings
 import zipfile
 
 import numpy as np
@@ -22,13 +24,17 @@ def save_pairs(path, table):
 
 
 def load_pairs(path):
-    """The table at `path` as (x, y) views: x is (n, 2), y is (n, 1), both float32."""
+    """The table at `path` as (x, y) views: x is (n, 2), y is (n, 1), both float32. Any other file: one line."""
     try:
-        table = np.load(path, allow_pickle=False)
+        with warnings.catch_warnings():  # a corrupted header can make Python warn about its escapes: our line says it
+            warnings.simplefilter("ignore")
+            table = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run `dvc repro prepare` (or `dvc checkout` to restore it)") from None
+    except (tokenize.TokenError, SyntaxError):  # numpy's parser of a header it could not read as a dict literal
+        raise UserError(f"{path}: not a readable .npy table, truncated or corrupted (a malformed header)") from None
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, MemoryError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
         raise UserError(f"{path}: not a readable .npy table, truncated or corrupted ({first})") from None
     if not isinstance(table, np.ndarray):  # an .npz archive: np.load opened it, lazily
         table.close()
@@ -37,4 +43,7 @@ def load_pairs(path):
         raise UserError(
             f"{path}: expected a float32 table of rows {', '.join(COLUMNS)}, found {table.dtype} {table.shape}"
         )
+    if not np.isfinite(table).all():  # prepare never writes one: the table was changed after it
+        row = int(np.argmin(np.isfinite(table).all(axis=1)))
+        raise UserError(f"{path}: row {row + 1} is {table[row].tolist()}, expected finite numbers")
     return table[:, :2], table[:, 2:]

@@ -3,6 +3,7 @@
 import os
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 
@@ -51,19 +52,46 @@ def load_data(path, device="cpu"):
     return torch.from_numpy(x).to(device).contiguous(), torch.from_numpy(y).to(device).contiguous()
 
 
-def _first_words(error):
-    """The part of torch's message worth a user's line: no ANSI colour codes, no advice to load unsafely."""
+# What torch.load raises for bytes that are not a PyTorch file of tensors, besides the OSErrors of opening it. Its
+# weights-only unpickler checks what a file may build, not that the pickle stream is well formed: a malformed stream
+# fails inside the Python that interprets it, with whatever error the first bad opcode or argument leads to.
+MALFORMED_FILE_ERRORS = (
+    RuntimeError,  # torch's zip reader ("PytorchStreamReader failed reading zip archive"), a bad magic number
+    EOFError,  # an empty or cut pickle stream
+    ValueError,  # a bad pickle protocol, a truncated string (UnicodeDecodeError), a negative size
+    zipfile.BadZipFile,  # a broken end of central directory ("zipfiles that span multiple disks")
+    struct.error,  # a length field cut short
+    LookupError,  # IndexError: an opcode popping an empty stack; KeyError: a memo entry never stored
+    TypeError,  # a tensor rebuild called with the wrong arguments
+    AttributeError,  # a tensor rebuild given a string where a storage belongs
+    AssertionError,  # torch's checks of a storage reference
+    ArithmeticError,  # sizes read from the file that overflow
+    MemoryError,  # a size read from the file that cannot be allocated
+)
+# Errors the unpickler trips on in a malformed stream: their own text ("pop from empty list", a memo number) means
+# nothing to a user.
+_UNPICKLER_TRIPS = (struct.error, LookupError, TypeError, AttributeError, AssertionError, ArithmeticError)
+
+
+def torch_error_summary(error):
+    """One short phrase from torch's error for a user's line: no ANSI colour codes, no advice to load unsafely."""
+    if isinstance(error, _UNPICKLER_TRIPS):
+        return f"malformed pickle data: {type(error).__name__}"
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    if forbidden := re.search(r"GLOBAL ([\w.]+)", text):  # "Unsupported global: GLOBAL posix.system was not ..."
-        return f"it refers to {forbidden[1]}, not a tensor type"
-    if detail := re.search(r"WeightsUnpickler error:\s*(.+)", text):  # "... error: \n\nUnsupported operand 149"
-        return detail[1].strip()
-    # The first sentence: "PytorchStreamReader failed reading zip archive: failed finding central directory"
-    return re.split(r"\.\s", text.splitlines()[0])[0] if text else type(error).__name__
+    if forbidden := re.search(r"GLOBAL (\S+)", text):  # "Unsupported global: GLOBAL posix.system was not ..."
+        summary = f"it refers to {forbidden[1]}, not a tensor type"
+    elif detail := re.search(r"WeightsUnpickler error:\s*(.+)", text):  # "... error: \n\nUnsupported operand 149"
+        summary = detail[1].strip()
+    elif text:  # the first sentence: "PytorchStreamReader failed reading zip archive: failed finding central directory"
+        summary = re.split(r"\.\s", text.splitlines()[0])[0]
+    else:
+        summary = type(error).__name__
+    # A name read from a corrupted file may hold any character: escaped, it cannot break or colour the line.
+    return (summary if summary.isprintable() else summary.encode("unicode_escape").decode())[:120]
 
 
 def load_tensors(path, device="cpu"):
-    """torch.load that never runs code from the file and answers a bad file with one line."""
+    """torch.load that never runs code from the file and answers any bad file with one line (a UserError)."""
     try:
         with warnings.catch_warnings():
             # The weights-only unpickler warns about a pickle protocol before refusing the file: our line says it.
@@ -77,16 +105,27 @@ def load_tensors(path, device="cpu"):
         raise UserError(f"{path}: permission denied; check its owner and mode (`ls -l {path}`)") from None
     except pickle.UnpicklingError as error:
         with open(path, "rb") as file:
-            looks_like_pytorch = zipfile.is_zipfile(file) or file.seek(0) == 0 and file.read(1) == b"\x80"
-        if not looks_like_pytorch:
+            head = file.read(4)
+        if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # neither torch's zip nor a pickle
             raise UserError(f"{path}: not a readable PyTorch file, truncated or corrupted") from None
         raise UserError(
-            f"{path}: refused to load: it holds more than tensors ({_first_words(error)}); nothing in it was run"
+            f"{path}: refused to load: it holds more than tensors ({torch_error_summary(error)}); nothing in it was run"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except (OSError, *MALFORMED_FILE_ERRORS) as error:
         raise UserError(
-            f"{path}: not a readable PyTorch file, truncated or corrupted ({_first_words(error)})"
+            f"{path}: not a readable PyTorch file, truncated or corrupted ({torch_error_summary(error)})"
         ) from None
+
+
+def short_repr(value):
+    """A key or value from a file, on one line and short: a name as it is, anything else as its repr."""
+    text = value if isinstance(value, str) and value.isprintable() else " ".join(repr(value).split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _listed(names, most=5):
+    shown = [short_repr(name) for name in names[:most]]
+    return ", ".join(shown) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def load_model(hidden, device, path=MODEL_FILE):
@@ -100,17 +139,20 @@ def load_model(hidden, device, path=MODEL_FILE):
     wrong = f"{path}: not a state_dict of this network"
     if not isinstance(state, dict):
         raise UserError(f"{wrong}: found a {type(state).__name__}, expected a dict of tensors {', '.join(expected)}")
-    extra = [str(name) for name in state if name not in expected]
+    extra = [name for name in state if name not in expected]
     missing = [name for name in expected if name not in state]
     if extra or missing:
-        found = [f"unexpected key(s) {', '.join(extra)}"] if extra else []
+        found = [f"unexpected key(s) {_listed(extra)}"] if extra else []
         found += [f"missing key(s) {', '.join(missing)}"] if missing else []
         raise UserError(f"{wrong}: {'; '.join(found)} (expected {', '.join(expected)})")
     for name, value in state.items():
         if not isinstance(value, torch.Tensor):
-            raise UserError(f"{wrong}: {name} holds {type(value).__name__} {value!r:.40}, expected a float tensor")
-        if not value.is_floating_point():
-            raise UserError(f"{wrong}: {name} holds a {value.dtype} tensor, expected a float tensor")
+            raise UserError(
+                f"{wrong}: {name} holds {type(value).__name__} {short_repr(value)}, expected a float32 tensor"
+            )
+        if value.dtype != torch.float32 or value.layout != torch.strided:
+            kind = value.dtype if value.layout == torch.strided else f"{value.layout} {value.dtype}"
+            raise UserError(f"{wrong}: {name} holds a {kind} tensor, expected a float32 tensor")
     found = {name: tuple(t.shape) for name, t in state.items()}
     if found != expected:
         first = found["0.weight"]
@@ -123,5 +165,8 @@ def load_model(hidden, device, path=MODEL_FILE):
             f"{name} is {found[name]}, expected {shape}" for name, shape in expected.items() if found[name] != shape
         )
         raise UserError(f"{wrong}: {shapes}")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # a float32 tensor of the right shape that cannot be copied (a meta tensor)
+        raise UserError(f"{wrong}: {torch_error_summary(error)}") from None
     return model.to(device).eval()

@@ -1,24 +1,101 @@
 """train.nproc > 1: the train stage under torchrun, on one machine (the stage starts it) or several (you do).
 
-What a user of torchrun needs from the stage besides training: a launch that restarts failed ranks, one line
-for a stop or a failure instead of torchrun's tracebacks, and the process count checked against params.yaml
-and the GPUs there are.
+The DDP step itself (ddp_step), the process group, and what a user of torchrun needs besides: a launch that
+restarts failed ranks, one line for a stop or a failure instead of torchrun's tracebacks, the process count
+checked against params.yaml and the GPUs there are, and every rank checked to train on the same data.
 """
 
 import logging
 import os
 import re
 import signal
+import socket
+import sys
 import time
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 
 from stages import checkpoint
-from stages.common import Interrupted, UserError, atomic_output
+from stages.common import Interrupted, UserError, atomic_output, stop_received
 from stages.model import pick_device
 
 FAILED_FILE = "checkpoints/train.failed"  # a rank's user error, so torchrun's restarts do not repeat it
+
+
+def ddp_step(model, optimizer, loss_fn, xb, yb, *, rank, world):
+    """train_step for one of `world` ranks, on its share (a slice) of the global batch xb, yb.
+
+    DDP averages the ranks' gradients; weighting each rank's mean loss by world * its rows / the batch's rows
+    makes that average the gradient of the whole batch's mean loss, however unevenly the batch splits.
+    """
+    share = slice(len(xb) * rank // world, len(xb) * (rank + 1) // world)
+    optimizer.zero_grad()
+    prediction = model(xb[share])
+    rows = len(prediction)
+    # A rank with no rows still runs forward and backward: DDP's all-reduce needs every rank.
+    loss = loss_fn(prediction, yb[share]) * (world * rows / len(xb)) if rows else prediction.sum()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@contextmanager
+def process_group(device, world):
+    """The block runs as one of `world` ranks (or as the one process): DDP's process group is set up around it, a
+    collective that lost its peers becomes LostRank, and a user error is written down, so that torchrun's
+    restarts end at once instead of failing the same way again."""
+    if world == 1:
+        yield
+        return
+    if restarted_after_user_error():
+        sys.exit(2)  # its line is above
+    clear_failure_mark()
+    try:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        yield
+    except RuntimeError as error:
+        if not LostRank.explains(error):
+            raise
+        if stop_received():  # the peer left because the run was stopped: that stop is the story, told once
+            raise Interrupted(stop_received()) from None
+        raise LostRank(error) from None
+    except UserError as error:
+        remember_failure(error)
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def from_rank_0(value, world):
+    """Rank 0's `value`, on every rank: rank 0's disk decides for every node."""
+    if world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box)
+    return box[0]
+
+
+def check_same_inputs(fingerprint, rank, world):
+    """Every rank trains on the data and params rank 0 has: a node with another data/train.npy would silently
+    average gradients of other data into the model. One line names the first rank that differs, and its node."""
+    if world == 1:
+        return
+    mine = {"node": socket.gethostname(), "pid": os.getpid(), "inputs": fingerprint}
+    every = [None] * world
+    dist.all_gather_object(every, mine)
+    first = every[0]
+    for other_rank, other in enumerate(every):
+        changed = [key for key in first["inputs"] if other["inputs"].get(key) != first["inputs"][key]]
+        if changed:
+            key = changed[0]
+            raise UserError(
+                f"rank {other_rank} (node {other['node']}) has {key} {other['inputs'][key]!r}, but rank 0 "
+                f"(node {first['node']}) has {first['inputs'][key]!r}; every node needs the same data/train.npy and "
+                "params.yaml (`git pull`, `dvc pull` or `dvc repro prepare` there); nothing was trained"
+            )
 
 
 def launch_torchrun(nproc, max_restarts):
@@ -81,14 +158,15 @@ def remember_failure(error):
             file.write(f"{error}\n")
 
 
-def failed_before():
-    """True in a rank that torchrun restarted after a rank's user error of this run. The first attempt clears the
-    mark of an earlier run (LOCAL_RANK 0, once a machine), so only this run's failures count."""
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) == 0:
-        if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-            checkpoint.remove(FAILED_FILE)
-        return False
-    return os.path.exists(FAILED_FILE)
+def restarted_after_user_error():
+    """True in a rank that torchrun restarted after a rank's user error of this run."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0 and os.path.exists(FAILED_FILE)
+
+
+def clear_failure_mark():
+    """The first attempt removes an earlier run's mark (LOCAL_RANK 0, once a machine): only this run's count."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        checkpoint.remove(FAILED_FILE)
 
 
 def check_processes(cfg, world):

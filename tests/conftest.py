@@ -1,15 +1,21 @@
 """Shared test helpers: real copies of the repo, real `dvc` and real stage commands, no mocks."""
 
+import ctypes
+import importlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc.utils.serialize import parse_yaml
 
-from stages.cpu import caller_environment
+from stages.common import run_stage
+from tools.checkout import GIT_IDENTITY, copy_checkout
+from tools.machine import caller_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv running pytest: its python and dvc run the stages
@@ -30,13 +36,17 @@ def env(**extra):
         "DVC_NO_ANALYTICS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "CUDA_VISIBLE_DEVICES": "",
+        **GIT_IDENTITY,
         **extra,
     }
 
 
-def run(args, cwd, check=True, **extra_env):
-    """Run a command as a user would, in `cwd`; return the CompletedProcess (text output)."""
-    result = subprocess.run(args, cwd=cwd, env=env(**extra_env), capture_output=True, text=True, timeout=900)
+def run(args, cwd, check=True, preexec_fn=None, **extra_env):
+    """Run a command as a user would, in `cwd`; return the CompletedProcess (text output). `preexec_fn` runs in the
+    child before the command starts (a resource limit, dropped capabilities)."""
+    result = subprocess.run(
+        args, cwd=cwd, env=env(**extra_env), preexec_fn=preexec_fn, capture_output=True, text=True, timeout=900
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
@@ -76,40 +86,107 @@ def stage_pid(pid, name):
 def clone_repo(dest):
     """A fresh clone of the working tree as it is now (committed or not), as its own git repo."""
     dest.mkdir(parents=True, exist_ok=True)
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, files):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    copy_checkout(dest)
     (dest / "build").mkdir()
     shutil.copy2(ROOT / "build" / "plots.html", dest / "build" / "plots.html")
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "clone"], dest)
     return dest
 
 
-def set_params(workdir, **changes):
-    """Edit params.yaml in `workdir`: set_params(d, **{"train.lr": 0.01})."""
-    path = Path(workdir) / "params.yaml"
-    tree = yaml.safe_load(path.read_text())
+DELETE = object()  # a value for set_params/edited that removes the key
+DEFAULT_TEXT = (ROOT / "params.yaml").read_text()
+
+
+def _edit(tree, changes):
     for dotted, value in changes.items():
         *parents, leaf = dotted.split(".")
         node = tree
         for key in parents:
             node = node[key]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+        if value is DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return yaml.safe_dump(tree, sort_keys=False)
+
+
+def edited(**changes):
+    """The default params.yaml's text with dotted keys set: edited(**{"train.lr": 0.01})."""
+    return _edit(yaml.safe_load(DEFAULT_TEXT), changes)
+
+
+def committed_md5s(*stages, repo=ROOT):
+    """{output path: md5} of the stages' outputs (every stage's by default) in `repo`'s dvc.lock, read with DVC's
+    own parser."""
+    lock = parse_yaml((Path(repo) / "dvc.lock").read_text(), "dvc.lock")["stages"]
+    return {out["path"]: out["md5"] for name in stages or lock for out in lock[name]["outs"]}
+
+
+def set_params(workdir, **changes):
+    """Edit params.yaml in `workdir`: set_params(d, **{"train.lr": 0.01})."""
+    path = Path(workdir) / "params.yaml"
+    path.write_text(_edit(yaml.safe_load(path.read_text()), changes))
+
+
+def stage(name, cwd, check=True, preexec_fn=None, **extra_env):
+    """`python -m stages.<name>` in `cwd`, exactly as dvc.yaml runs it, with this checkout's stages."""
+    command = [sys.executable, "-m", f"stages.{name}"]
+    return run(command, cwd, check=check, preexec_fn=preexec_fn, PYTHONPATH=str(ROOT), **extra_env)
+
+
+def prepared(folder, **changes):
+    """`folder` holding the default params.yaml with `changes` set, and the data `prepare` makes from it."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "params.yaml", Path(folder) / "params.yaml")
+    set_params(folder, **changes)
+    stage("prepare", folder)
+    return folder
+
+
+@pytest.fixture
+def call_stage(monkeypatch, capsys):
+    """The same entry point as `python -m stages.<name>` (run_stage(main)), in this process: no torch import per
+    case. Tables of cases run this way; a few cases of each kind run the real command (stage())."""
+
+    def call(name, cwd):
+        monkeypatch.chdir(cwd)
+        handler = signal.getsignal(signal.SIGTERM)
+        capsys.readouterr()
+        try:
+            with pytest.raises(SystemExit) as stop:
+                run_stage(importlib.import_module(f"stages.{name}").main)
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(name, stop.value.code, out, err)
+
+    return call
+
+
+def assert_one_clear_line(result, words, code=2):
+    """The promise for a user's mistake: exit `code`, one line on stderr holding `words`, no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert "\x1b[" not in result.stderr, result.stderr  # no ANSI colour codes from torch
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def without_root_read_override():
+    """Run in the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set
+    (prctl PR_CAPBSET_DROP), so root's new program gets mode bits enforced like any other user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def restore(repo):
+    """What to do after a failed run (README): git brings back dvc.lock (the stages that did run updated it)
+    and the text outputs, DVC the cached ones."""
+    run(["git", "checkout", "--", "dvc.lock", "artifacts"], repo)
+    run(["dvc", "checkout"], repo)
 
 
 @pytest.fixture
@@ -126,3 +203,13 @@ def trained(tmp_path_factory):
     repo = clone_repo(tmp_path_factory.mktemp("trained"))
     run(["dvc", "repro"], repo)
     return repo
+
+
+@pytest.fixture
+def trained_dir(trained, tmp_path):
+    """A folder with default params, data and a trained model, copied from a real `dvc repro`."""
+    shutil.copy2(trained / "params.yaml", tmp_path)
+    shutil.copytree(trained / "data", tmp_path / "data")
+    (tmp_path / "artifacts").mkdir()
+    shutil.copy2(trained / "artifacts/mymodel.pth", tmp_path / "artifacts")
+    return tmp_path

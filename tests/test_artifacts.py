@@ -1,14 +1,11 @@
 """Versioned model artifacts: dvc.yaml's `mymodel` (type model), versions registered as GTO Git tags and pushed to a
 DVC remote, then fetched by name with `dvc artifacts get` into an empty folder that is no repository at all."""
 
+import pytest
+
 from tests.conftest import clone_repo, run, set_params
 
-GIT_USER = {  # the temp clone's commits and tags, wherever the tests run
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
+pytestmark = pytest.mark.slow  # real dvc in temp clones: seconds a test
 
 
 def test_registered_versions_are_fetched_by_name_from_the_remote(tmp_path):
@@ -18,8 +15,8 @@ def test_registered_versions_are_fetched_by_name_from_the_remote(tmp_path):
     run(["dvc", "remote", "add", "-d", "-f", "storage", str(storage)], repo)
     # Committed before tagging: whoever fetches a version reads the remote's URL from the tagged commit's
     # .dvc/config, as they read the model's md5 from its dvc.lock.
-    run(["git", "commit", "-qam", "Model storage: a folder"], repo, **GIT_USER)
-    result = run(["gto", "register", "mymodel", "--version", "v1.0.0"], repo, **GIT_USER)
+    run(["git", "commit", "-qam", "Model storage: a folder"], repo)
+    result = run(["gto", "register", "mymodel", "--version", "v1.0.0"], repo)
     assert "Created git tag 'mymodel@v1.0.0' that registers version" in result.stdout
     run(["dvc", "push"], repo)
     v1_0 = (repo / "artifacts/mymodel.pth").read_bytes()
@@ -27,8 +24,8 @@ def test_registered_versions_are_fetched_by_name_from_the_remote(tmp_path):
     # A second version, registered by hand: an annotated tag named in GTO's form (a lightweight tag is not seen).
     set_params(repo, **{"train.epochs": 60})
     run(["dvc", "repro"], repo)
-    run(["git", "commit", "-qam", "60 epochs"], repo, **GIT_USER)
-    run(["git", "tag", "-a", "mymodel@v1.1.0", "-m", "mymodel v1.1.0: 60 epochs"], repo, **GIT_USER)
+    run(["git", "commit", "-qam", "60 epochs"], repo)
+    run(["git", "tag", "-a", "mymodel@v1.1.0", "-m", "mymodel v1.1.0: 60 epochs"], repo)
     run(["dvc", "push"], repo)
     v1_1 = (repo / "artifacts/mymodel.pth").read_bytes()
     assert v1_1 != v1_0

@@ -1,6 +1,10 @@
 """The benchmark is a script, not a timed test: here it only has to run, on a tiny size."""
 
+import pytest
+
 from tests.conftest import ROOT, run
+
+pytestmark = pytest.mark.slow  # each benchmark trains for real in fresh processes
 
 
 def test_bench_runs_and_writes_its_table(tmp_path):

@@ -10,21 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, child_pids, run, set_params, start_stage
+from tests.conftest import ROOT, child_pids, prepared, run, set_params, stage, start_stage
+
+pytestmark = pytest.mark.slow  # every test starts torchrun and its ranks
 
 UNEVEN = {"data.synthetic": {"n": 1000, "low": 0, "high": 10}, "train.batch_size": 96, "train.epochs": 3}
 
 
 def train(workdir, nproc):
     set_params(workdir, **{"train.nproc": nproc})
-    result = run(["python", "-m", "stages.train"], workdir, PYTHONPATH=str(ROOT))
+    result = stage("train", workdir)
     return result, {name: (workdir / "artifacts" / name).read_bytes() for name in ("mymodel.pth", "loss.tsv")}
 
 
 def test_two_gloo_ranks_match_one_process_and_each_other(tmp_path):
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **UNEVEN)  # 1000 rows in batches of 96: the last batch (40 rows) splits 20/20
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
+    prepared(tmp_path, **UNEVEN)  # 1000 rows in batches of 96: the last batch (40 rows) splits 20/20
 
     _, single = train(tmp_path, 1)
     result, ddp = train(tmp_path, 2)
@@ -45,10 +45,8 @@ def test_two_gloo_ranks_match_one_process_and_each_other(tmp_path):
 
 
 def test_a_failing_rank_ends_the_stage_with_clear_lines_and_no_traceback(tmp_path):
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **{"train.lr": 10, "train.nproc": 2})
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    result = run(["python", "-m", "stages.train"], tmp_path, check=False, PYTHONPATH=str(ROOT))
+    prepared(tmp_path, **{"train.lr": 10, "train.nproc": 2})
+    result = stage("train", tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert re.search(r"^train\[rank [01]\]: error: loss became (inf|nan) at step \d+", result.stderr, re.M), (
         result.stderr
@@ -65,24 +63,22 @@ LONG = {
 }
 
 
-def wait_until_training(stage):
-    for line in stage.stdout:
+def wait_until_training(process):
+    for line in process.stdout:
         if " steps of batch " in line:
             return
-    raise AssertionError(stage.stderr.read())
+    raise AssertionError(process.stderr.read())
 
 
 def test_sigterm_under_torchrun_ends_like_one_process_and_leaves_no_rank(tmp_path):
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **LONG)
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    stage = start_stage("train", tmp_path)
-    wait_until_training(stage)
-    ranks = child_pids(stage.pid)
+    prepared(tmp_path, **LONG)
+    process = start_stage("train", tmp_path)
+    wait_until_training(process)
+    ranks = child_pids(process.pid)
     assert len(ranks) == 2
-    stage.terminate()
-    _, err = stage.communicate(timeout=60)
-    assert stage.returncode == 143, err
+    process.terminate()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("train: epoch")]
     assert len(lines) == 1 and lines[0].startswith("train: stopped by SIGTERM; "), err
     assert "Traceback" not in err
@@ -92,29 +88,26 @@ def test_sigterm_under_torchrun_ends_like_one_process_and_leaves_no_rank(tmp_pat
 
 
 def test_a_killed_rank_is_restarted_and_resumes_to_the_undisturbed_bytes(tmp_path):
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **LONG, **{"train.checkpoint_every_s": 1})
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    run(["python", "-m", "stages.train"], tmp_path, PYTHONPATH=str(ROOT))
+    prepared(tmp_path, **LONG, **{"train.checkpoint_every_s": 1})
+    stage("train", tmp_path)
     undisturbed = [(tmp_path / "artifacts" / name).read_bytes() for name in ("mymodel.pth", "loss.tsv")]
     shutil.rmtree(tmp_path / "artifacts")
 
-    stage = start_stage("train", tmp_path)
-    wait_until_training(stage)
+    process = start_stage("train", tmp_path)
+    wait_until_training(process)
     deadline = time.monotonic() + 60
     while not (tmp_path / "checkpoints/train.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    subprocess.run(["kill", "-KILL", str(child_pids(stage.pid)[-1])], check=True)  # the last rank started: rank 1
-    out, err = stage.communicate(timeout=300)
-    assert stage.returncode == 0, err
+    subprocess.run(["kill", "-KILL", str(child_pids(process.pid)[-1])], check=True)  # the last rank started: rank 1
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
     assert re.search(r"^train: resuming at epoch \d+, step [\d,]+ of 1,500$", out, re.M), out
     assert "Traceback" not in err, err
     assert [(tmp_path / "artifacts" / name).read_bytes() for name in ("mymodel.pth", "loss.tsv")] == undisturbed
 
 
 def test_a_world_size_other_than_train_nproc_is_one_line(tmp_path):
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
+    prepared(tmp_path)
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "stages.train"], tmp_path, check=False,
                  PYTHONPATH=str(ROOT), GLOO_SOCKET_IFNAME="lo")  # fmt: skip
@@ -126,12 +119,8 @@ def test_a_world_size_other_than_train_nproc_is_one_line(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_more_processes_than_gpus_is_one_line(tmp_path):
     gpus = torch.cuda.device_count()
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **{"train.nproc": gpus + 1, "train.device": "auto"})
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
+    prepared(tmp_path, **{"train.nproc": gpus + 1, "train.device": "auto"})
     every_gpu = ",".join(map(str, range(gpus)))  # conftest's env() hides CUDA; this test needs it
-    result = run(
-        ["python", "-m", "stages.train"], tmp_path, False, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES=every_gpu
-    )
+    result = stage("train", tmp_path, check=False, CUDA_VISIBLE_DEVICES=every_gpu)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"train.nproc is {gpus + 1} but this machine has {gpus} CUDA device(s)" in result.stderr

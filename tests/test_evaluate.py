@@ -1,7 +1,6 @@
 import csv
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import torch
 
 from stages import evaluate, prepare, train
 from stages.model import MODEL_FILE, build_model
-from tests.conftest import ROOT, run
+from tests.conftest import stage
 
 
 def strict_json(text):
@@ -22,7 +21,7 @@ def strict_json(text):
 
 
 def mse_over_the_training_set(workdir):
-    """final_loss as README defines it, computed apart from the stage: the trained model's MSE over every row of
+    """final_loss as docs/design.md defines it, computed apart from the stage: the trained model's MSE over every row of
     data/train.npy, in float64 NumPy from the saved weights."""
     table = np.load(workdir / "data/train.npy").astype(np.float64)
     weights = {name: t.double().numpy() for name, t in torch.load(workdir / MODEL_FILE).items()}
@@ -60,7 +59,7 @@ def test_metrics_that_overflow_float32_are_null_with_one_warning(workdir):
     huge = {name: torch.full_like(p, 3e38) for name, p in build_model(8).state_dict().items()}
     (workdir / "artifacts").mkdir()
     torch.save(huge, workdir / MODEL_FILE)
-    result = run([sys.executable, "-m", "stages.evaluate"], workdir, PYTHONPATH=str(ROOT))
+    result = stage("evaluate", workdir)
     assert result.stderr.splitlines() == [
         "evaluate: warning: final_loss is inf, mae is inf, max_abs_error is inf: the model's outputs overflow "
         "float32; written as null in artifacts/metrics.json"

@@ -1,4 +1,4 @@
-"""Several machines, tested on one: the README's multi-node torchrun command, two "nodes" on this machine.
+"""Several machines, tested on one: the multi-node torchrun command of docs/distributed.md, two "nodes" on this machine.
 
 Each node is its own git clone, as on real machines, and fetches data/train.npy with `dvc pull`; both run the same
 command with their own --node_rank at the same time. Node 0 must end up with the very bytes `dvc repro` gives on
@@ -7,6 +7,7 @@ one machine with the same train.nproc, and `dvc commit -f train` then records th
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,9 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+import pytest
+from dvc.utils.serialize import parse_yaml
 
-from tests.conftest import clone_repo, env, run, set_params
+from tests.conftest import ROOT, clone_repo, env, prepared, run, set_params
+
+pytestmark = pytest.mark.slow  # every test starts torchrun and its ranks
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 # train.nproc is the total number of processes (2 nodes x 1), so dvc.lock records how the model was trained.
@@ -27,12 +31,6 @@ SMALL = {
     "train.nproc": 2,
 }
 OUTPUTS = ("mymodel.pth", "loss.tsv", "model_summary.txt")
-GIT_USER = {  # the temp clones' commits, wherever the tests run
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
 LAUNCH_TIMEOUT_S = 120  # both launchers together; a run takes ~15 s here, a lost peer would wait 600 s
 
 
@@ -43,8 +41,8 @@ def free_port():
 
 
 def node_command(node_rank, port):
-    """The README's command for one node. c10d ignores --node_rank and ranks the nodes itself (by host name; here, by
-    pid), so the global rank 0 may be on either node: the first process of every node writes the outputs."""
+    """The command for one node (docs/distributed.md). c10d ignores --node_rank and ranks the nodes itself (by host
+    name; here, by pid), so the global rank 0 may be on either node: the first process of every node writes outputs."""
     return [
         str(TORCHRUN),
         "--nnodes=2",
@@ -57,7 +55,7 @@ def node_command(node_rank, port):
     ]
 
 
-def torchrun_on(nodes, logs):
+def torchrun_on(nodes, logs, **extra_env):
     """Start the command on every node at once; return each launcher's exit code. Its output goes to `logs`."""
     port = free_port()
     launchers = []
@@ -69,7 +67,7 @@ def torchrun_on(nodes, logs):
                     subprocess.Popen(
                         node_command(node_rank, port),
                         cwd=node,
-                        env=env(GLOO_SOCKET_IFNAME="lo"),  # the interface the "nodes" share
+                        env=env(GLOO_SOCKET_IFNAME="lo", **extra_env),  # lo: the interface the "nodes" share
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,  # its own process group: the launcher and its ranks
@@ -88,7 +86,7 @@ def test_two_nodes_give_the_one_node_bytes_and_dvc_commit_records_them(tmp_path)
     set_params(node0, **SMALL)
     run(["dvc", "repro", "prepare"], node0)
     run(["dvc", "push", "data/train.npy"], node0)  # to the default remote, ../addnet-storage beside the clones
-    run(["git", "commit", "-qam", "1000 pairs, 2 processes"], node0, **GIT_USER)
+    run(["git", "commit", "-qam", "1000 pairs, 2 processes"], node0)
     node1, one_node = tmp_path / "node1", tmp_path / "one-node"
     for clone in (node1, one_node):
         run(["git", "clone", "-q", str(node0), str(clone)], tmp_path)
@@ -111,7 +109,7 @@ def test_two_nodes_give_the_one_node_bytes_and_dvc_commit_records_them(tmp_path)
     model = (node0 / "artifacts/mymodel.pth").read_bytes()
     result = run(["dvc", "commit", "-f", "train"], node0)
     assert "Running stage" not in result.stdout and (node0 / "artifacts/mymodel.pth").read_bytes() == model
-    lock = lambda clone: yaml.safe_load((clone / "dvc.lock").read_text())["stages"]["train"]  # noqa: E731
+    lock = lambda clone: parse_yaml((clone / "dvc.lock").read_text(), "dvc.lock")["stages"]["train"]  # noqa: E731
     assert lock(node0) == lock(one_node)  # exactly what `dvc repro train` recorded on one node
     assert "up to date" in run(["dvc", "status", "train"], node0).stdout
 
@@ -119,3 +117,18 @@ def test_two_nodes_give_the_one_node_bytes_and_dvc_commit_records_them(tmp_path)
     assert "Stage 'train' didn't change, skipping" in result.stdout, result.stdout
     assert "Running stage 'train'" not in result.stdout and "Running stage 'evaluate'" in result.stdout
     assert (node0 / "artifacts/mymodel.pth").read_bytes() == model
+
+
+def test_a_node_with_other_data_is_one_line_and_nothing_trains(tmp_path):
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    for node, high in zip(nodes, (10, 11), strict=True):  # node1 drew its data from another range
+        prepared(node, **{**SMALL, "data.synthetic": {"n": 1000, "low": 0, "high": high}})
+    set_params(nodes[1], **{"data.synthetic": {"n": 1000, "low": 0, "high": 10}})  # the same params.yaml: other data
+
+    logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
+    exit_codes = torchrun_on(nodes, logs, PYTHONPATH=str(ROOT))
+    output = "\n".join(log.read_text() for log in logs)
+    assert exit_codes != [0, 0], output  # (and torchrun's own failure report: the user started torchrun here)
+    line = r"train\[rank \d\]: error: rank 1 \(node [^)]+\) has data/train.npy md5 '[0-9a-f]{32}', but rank 0 .*"
+    assert re.search(line + "nothing was trained", output), output
+    assert not any((node / "artifacts").exists() for node in nodes)

@@ -6,6 +6,8 @@ import pytest
 
 from tests.conftest import clone_repo, run, set_params
 
+pytestmark = pytest.mark.slow  # real dvc in temp clones: seconds a test
+
 STAGES = ["prepare", "train", "evaluate", "activations", "plot"]
 
 

@@ -42,7 +42,7 @@ def test_loss_and_activation_pngs_are_drawn_from_the_logs_the_same_bytes_each_ti
     plot.main()
     pngs = [(workdir / name).read_bytes() for name in (plot.LOSS_PNG, plot.ACTIVATIONS_PNG)]
     assert all(png[:8] == PNG and len(png) > 5_000 for png in pngs)
-    assert [stamps(png) for png in pngs] == [[], []]  # no software or version stamp (README: Reproducibility)
+    assert [stamps(png) for png in pngs] == [[], []]  # no software or version stamp (docs/reproducibility.md)
     assert plot.read_losses() == ([1, 1, 2, 2], [4.0, 3.0, 1.0, 0.5])
     assert plot.read_activations() == (["(1, 2)", "(3, 4)"], ["h0", "h1"], [[0.5, 0.0], [1.25, 0.1]])
     plot.main()

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import run
 
+pytestmark = pytest.mark.slow  # dvc plots show, then headless Chromium
+
 # $CHROMIUM first (any build, by name or path); Debian calls it chromium, GitHub's ubuntu runners ship Google Chrome.
 BROWSERS = (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((path for name in BROWSERS if name and (path := shutil.which(name))), None)

@@ -1,6 +1,10 @@
 """The default remote, a folder beside the repo: push from one clone, pull into a sibling, nothing to re-run."""
 
+import pytest
+
 from tests.conftest import clone_repo, run
+
+pytestmark = pytest.mark.slow  # real dvc in temp clones: seconds a test
 
 
 def test_push_then_pull_into_a_sibling_clone_runs_nothing(tmp_path):

@@ -2,22 +2,20 @@ import csv
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from stages import prepare, train
-from stages.common import Interrupted, file_md5
-from stages.cpu import has_avx2
+from stages.checkpoint import TrainingState
+from stages.common import Interrupted
 from stages.model import build_model, make_deterministic
-from tests.conftest import ROOT, env, run, set_params, start_stage
+from stages.supervise import Supervisor
+from tests.conftest import ROOT, assert_one_clear_line, env, prepared, set_params, stage, start_stage
 
 
 def read_losses(path="artifacts/loss.tsv"):
@@ -87,9 +85,9 @@ def test_cuda_graph_steps_give_the_same_bytes_as_eager_steps():
         model = build_model(8).cuda()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         generator = torch.Generator().manual_seed(0)  # the shuffle is drawn on the CPU, as in the train stage
-        losses = train.fit(  # batch 96: every epoch ends on an uneven batch, which runs eagerly
-            model, optimizer, x, y, epochs=3, batch_size=96, shuffle=True, generator=generator, cuda_graphs=cuda_graphs
-        )
+        state = TrainingState(model, optimizer, generator, epochs=3, steps_per_epoch=11)
+        step = train.make_step(model, optimizer, x, y, 96, cuda_graphs)  # batch 96: every epoch ends on 40 rows
+        losses = train.fit(state, x, y, epochs=3, batch_size=96, shuffle=True, step=step)
         results.append((losses.cpu(), [p.detach().cpu() for p in model.parameters()]))
     (eager_losses, eager_weights), (graph_losses, graph_weights) = results
     assert torch.equal(eager_losses, graph_losses)
@@ -103,97 +101,38 @@ def test_torchsummary_does_not_touch_the_global_rng():
     assert torch.equal(torch.get_rng_state(), before)
 
 
-LOCK = yaml.safe_load((ROOT / "dvc.lock").read_text())
-COMMITTED_MODEL_MD5 = next(o["md5"] for o in LOCK["stages"]["train"]["outs"] if o["path"] == "artifacts/mymodel.pth")
-HAS_AVX2 = has_avx2()
-HAS_AVX512 = HAS_AVX2 and "avx512f" in Path("/proc/cpuinfo").read_text()
-
-# What a caller may have set, and what must not change the bytes (stages/cpu.py pins MKL and ATen before torch).
-CALLER_SETTINGS = {
-    "nothing": {},
-    "MKL_CBWR=AUTO": {"MKL_CBWR": "AUTO"},
-    "MKL_CBWR=COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"},
-    "MKL_CBWR=AVX2": {"MKL_CBWR": "AVX2"},
-    "MKL_CBWR=AVX512": {"MKL_CBWR": "AVX512"},
-    "ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
-    "ATEN_CPU_CAPABILITY=default": {"ATEN_CPU_CAPABILITY": "default"},
-    "OMP_NUM_THREADS=2": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
-    **({"ATEN_CPU_CAPABILITY=avx512": {"ATEN_CPU_CAPABILITY": "avx512"}} if HAS_AVX512 else {}),
-}
-SIZES = {
-    "default": {},
-    "100k-pairs-batch-1024": {"data.synthetic": {"n": 100_000, "low": 0, "high": 10}, "train.batch_size": 1024},
-}
-
-
-def train_in(folder, **caller_env):
-    """The train stage as dvc runs it, in `folder`, with the caller's environment; (md5 of the model, stdout)."""
-    caller = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **caller_env}
-    result = run(["python", "-m", "stages.train"], folder, PYTHONPATH=str(ROOT), **caller)
-    return file_md5(folder / "artifacts/mymodel.pth"), result.stdout
-
-
-@pytest.mark.skipif(not HAS_AVX2, reason="the byte promise is for x86-64 CPUs with AVX2; elsewhere `make verify`")
-@pytest.mark.parametrize("size", SIZES)
-def test_no_caller_setting_changes_the_bytes_and_the_pins_are_in_force(tmp_path, size):
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **SIZES[size])
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    digests = {}
-    for name, caller_env in CALLER_SETTINGS.items():
-        digests[name], out = train_in(tmp_path, **caller_env)
-        assert "on cpu, 1 thread(s), MKL COMPATIBLE, ATen AVX2" in out, (name, out)  # torch.get_num_threads() inside
-    assert len(set(digests.values())) == 1, digests
-    if size == "default":
-        assert digests["nothing"] == COMMITTED_MODEL_MD5  # the committed dvc.lock's model, on this CPU too
-    # The pins are what holds the bytes: without them, ATen's DEFAULT kernels round differently.
-    unpinned, out = train_in(tmp_path, ADDNET_CPU_PIN="off", ATEN_CPU_CAPABILITY="default")
-    assert "ATen DEFAULT" in out and unpinned != digests["nothing"]
-
-
-def test_train_threads_is_the_thread_count_in_force(tmp_path):
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **{"train.threads": 2})
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    _, out = train_in(tmp_path, OMP_NUM_THREADS="1")
-    assert "on cpu, 2 thread(s)" in out
-
-
+@pytest.mark.slow
 def test_the_first_line_reaches_a_pipe_while_the_stage_trains(tmp_path):
     # CI logs and `dvc repro | tee` are pipes: the line saying what trains must come when it starts, not at the end.
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **{"data.synthetic": {"n": 1_000_000, "low": 0, "high": 10}, "train.epochs": 1})
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    stage = start_stage("train", tmp_path)
+    prepared(tmp_path, **{"data.synthetic": {"n": 1_000_000, "low": 0, "high": 10}, "train.epochs": 1})
+    process = start_stage("train", tmp_path)
     try:
-        ready, _, _ = select.select([stage.stdout], [], [], 60)  # the whole run takes minutes
-        assert ready and " steps of batch 2 on cpu" in stage.stdout.readline() and stage.poll() is None
+        ready, _, _ = select.select([process.stdout], [], [], 60)  # the whole run takes minutes
+        assert ready and " steps of batch 2 on cpu" in process.stdout.readline() and process.poll() is None
     finally:
-        stage.kill()
-        stage.communicate()
+        process.kill()
+        process.communicate()
 
 
+@pytest.mark.slow
 def test_a_loss_that_blows_up_early_in_a_long_epoch_is_caught_within_seconds(tmp_path):
     # One epoch of 500,000 steps (minutes here), diverging in its first steps: a look comes about once a second.
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **{"data.synthetic": {"n": 1_000_000, "low": 0, "high": 10}, "train.epochs": 1})
-    set_params(tmp_path, **{"train.lr": 10})
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
+    prepared(tmp_path, **{"data.synthetic": {"n": 1_000_000, "low": 0, "high": 10}, "train.epochs": 1, "train.lr": 10})
     start = time.monotonic()
-    result = run(["python", "-m", "stages.train"], tmp_path, check=False, PYTHONPATH=str(ROOT))
-    assert result.returncode == 2 and time.monotonic() - start < 30, result.stderr
+    result = stage("train", tmp_path, check=False)
+    assert time.monotonic() - start < 30, result.stderr
+    assert_one_clear_line(result, ["train.lr 10", "no model was written"])
     assert re.search(
         r"^train: error: loss became (inf|nan) at step \d{1,3} \(epoch 1\) with train.lr 10;", result.stderr
     )
     assert not (tmp_path / "artifacts/mymodel.pth").exists()
 
 
+@pytest.mark.slow
 def test_a_weight_that_overflows_in_the_last_update_writes_no_model(tmp_path):
     # The loss of the one step is finite (about 1e36); its update pushes a weight past float32's range.
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **{"data.x": [[1e18, 1e18]], "data.y": [[0]], "train.epochs": 1, "train.lr": 1e6})
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    result = run(["python", "-m", "stages.train"], tmp_path, check=False, PYTHONPATH=str(ROOT))
+    prepared(tmp_path, **{"data.x": [[1e18, 1e18]], "data.y": [[0]], "train.epochs": 1, "train.lr": 1e6})
+    result = stage("train", tmp_path, check=False)
     assert result.returncode == 2, result.stderr
     line = r"train: error: weights became -?inf by step 1 with train.lr 1e\+06; no model was written\. Lower train\.lr"
     assert re.fullmatch(line + r".*\n", result.stderr), result.stderr
@@ -202,20 +141,19 @@ def test_a_weight_that_overflows_in_the_last_update_writes_no_model(tmp_path):
 
 def peak_rss_mib_of_train(folder):
     """Run the train stage in `folder` and return its peak resident memory (the kernel's count, via wait4)."""
-    stage = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=folder, env=env(PYTHONPATH=str(ROOT)))
-    _, status, usage = os.wait4(stage.pid, 0)
+    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=folder, env=env(PYTHONPATH=str(ROOT)))
+    _, status, usage = os.wait4(process.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     return usage.ru_maxrss / 1024
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_number_of_steps(tmp_path):
-    # Before, every step kept its loss tensor: +80 MB from 10,000 to 100,000 steps. Now 4 bytes a step.
-    shutil.copy2(ROOT / "params.yaml", tmp_path)
-    set_params(tmp_path, **{"data.synthetic": {"n": 20_000, "low": 0, "high": 10}, "train.epochs": 1})
-    run(["python", "-m", "stages.prepare"], tmp_path, PYTHONPATH=str(ROOT))
-    short = peak_rss_mib_of_train(tmp_path)  # 10,000 steps
+    # The losses live in one preallocated buffer (4 bytes a step); a tensor kept per step would add tens of MB here.
+    prepared(tmp_path, **{"data.synthetic": {"n": 10_000, "low": 0, "high": 10}, "train.epochs": 1})
+    short = peak_rss_mib_of_train(tmp_path)  # 5,000 steps
     set_params(tmp_path, **{"train.epochs": 10})
-    long = peak_rss_mib_of_train(tmp_path)  # 100,000 steps
+    long = peak_rss_mib_of_train(tmp_path)  # 50,000 steps
     assert long - short < 15, (short, long)
 
 
@@ -229,31 +167,35 @@ def test_a_trainer_resumed_from_its_state_gives_the_bytes_of_an_unbroken_run(tmp
     x = torch.rand(5, 2, generator=torch.Generator().manual_seed(1)) * 10  # 3 batches of 2 an epoch, the last of 1
     y = x.sum(dim=1, keepdim=True)
 
-    def trainer():
+    def new_state():
         torch.manual_seed(0)
         model = build_model(8)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         generator = torch.Generator().manual_seed(0)
-        return train.Trainer(model, optimizer, x, y, epochs=5, batch_size=2, shuffle=shuffle, generator=generator)
+        return TrainingState(model, optimizer, generator, epochs=5, steps_per_epoch=3)
 
-    unbroken = trainer()
-    losses = unbroken.fit().clone()
+    def fit(state, step=None):
+        step = step or train.make_step(state.model, state.optimizer, x, y, 2, cuda_graphs=False)
+        supervisor = Supervisor(state, fingerprint={"test": True})
+        return train.fit(state, x, y, epochs=5, batch_size=2, shuffle=shuffle, step=step, supervisor=supervisor)
 
-    stopped = trainer()
-    step = stopped.step
+    unbroken = new_state()
+    losses = fit(unbroken).clone()
+
+    stopped = new_state()
+    step = train.make_step(stopped.model, stopped.optimizer, x, y, 2, cuda_graphs=False)
 
     def step_then_stop(xb, yb):  # a real SIGTERM, as a preempted machine sends, during step `stop_at`
-        if stopped.done == stop_at - 1:
+        if stopped.step == stop_at - 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return step(xb, yb)
 
-    stopped.step = step_then_stop
     with pytest.raises(Interrupted):
-        stopped.fit()
-    assert stopped.done == stop_at
-    state = torch.load("checkpoints/train.pt", weights_only=True)
+        fit(stopped, step_then_stop)
+    assert stopped.step == stop_at
+    saved = torch.load("checkpoints/train.pt", weights_only=True)
 
-    resumed = trainer()
-    resumed.resume(state)
-    assert torch.equal(resumed.fit(), losses)
+    resumed = new_state()
+    resumed.load_state_dict(saved)
+    assert torch.equal(fit(resumed), losses)
     assert all(torch.equal(a, b) for a, b in zip(resumed.model.parameters(), unbroken.model.parameters(), strict=True))

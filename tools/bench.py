@@ -1,6 +1,6 @@
 """The tutorial's training idiom beside addnet's train stage loop, on the same data and model, in one process.
 
-    python -m tools.bench                   # the three sizes of README: performance, on the CPU
+    python -m tools.bench                   # the three sizes of docs/performance.md, on the CPU
     python -m tools.bench --device cuda     # the same on a GPU
     python -m tools.bench --tiny            # a seconds-long smoke run (the tests use it)
 
@@ -12,7 +12,6 @@ with the step count), and what pinning the CPU code paths costs (stages/cpu.py; 
 import argparse
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -20,11 +19,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from stages.cpu import caller_environment
+from stages.checkpoint import TrainingState
 from stages.model import build_model
-from stages.train import fit, train_step
+from stages.train import fit, make_step, train_step
+from tools import tutorial
+from tools.machine import caller_environment, cpu_name
 
 SIZES = [  # (pairs, batch size, epochs)
     (4, 2, 50),  # the tutorial's own size
@@ -34,48 +35,17 @@ SIZES = [  # (pairs, batch size, epochs)
 TINY_SIZES = [(4, 2, 5), (20_000, 1024, 1), (20_000, 8192, 1)]
 
 
-class MyDataset(Dataset):
-    """The tutorial's Dataset, verbatim in spirit: one pair per __getitem__, DataLoader collates them."""
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, ix):
-        return self.x[ix], self.y[ix]
-
-
 def tutorial_loop(model, x, y, epochs, batch_size, lr, generator):
     # As the tutorial writes it: no generator, so the DataLoader seeds each epoch's order from the global RNG.
-    dl = DataLoader(MyDataset(x, y), batch_size=batch_size, shuffle=True)
-    loss_func = nn.MSELoss()
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    loss_history = []
-    for _ in range(epochs):
-        for ix, iy in dl:
-            opt.zero_grad()
-            loss_value = loss_func(model(ix), iy)
-            loss_value.backward()
-            opt.step()
-            loss_history.append(loss_value.item())
-    return loss_history
+    dl = DataLoader(tutorial.MyDataset(x, y, x.device), batch_size=batch_size, shuffle=True)
+    return tutorial.train(model, dl, epochs, lr)
 
 
 def addnet_loop(model, x, y, epochs, batch_size, lr, generator, cuda_graphs=False):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    return fit(
-        model,
-        optimizer,
-        x,
-        y,
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=generator,
-        cuda_graphs=cuda_graphs,
-    )
+    state = TrainingState(model, optimizer, generator, epochs=epochs, steps_per_epoch=math.ceil(len(x) / batch_size))
+    step = make_step(model, optimizer, x, y, batch_size, cuda_graphs)
+    return fit(state, x, y, epochs=epochs, batch_size=batch_size, shuffle=True, step=step)
 
 
 def graphed_loop(model, x, y, epochs, batch_size, lr, generator):
@@ -150,14 +120,6 @@ def measure(loops, x, y, epochs, batch_size, device):
     return results
 
 
-def cpu_name():
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [
-        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-    ]
-    return f"{names[0] if names else platform.processor() or 'CPU'}, {os.cpu_count()} cores"
-
-
 LOOPS = {"tutorial": tutorial_loop, "addnet": addnet_loop, "eager floor": floor_loop}
 STEP_COUNTS = [10_000, 100_000, 1_000_000]  # batch 2 over 20,000 pairs: only the epochs grow
 PIN_SIZES = [(4, 2, 50), (1_000_000, 1024, 1)]
@@ -221,7 +183,7 @@ def main():
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
 
-    where = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_name()}, {os.cpu_count()} cores"
     lines = [
         f"addnet bench: torch {torch.__version__}, {device} ({where}), {args.threads} thread(s)",
         "",

@@ -9,7 +9,6 @@ are). Prints each one's best and median wall time and the ratio, and writes them
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -17,30 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from tools.checkout import copy_checkout
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "tutorial as one script": [sys.executable, "-m", "tools.tutorial"],
     "dvc repro -f (5 stages)": [str(Path(sys.executable).parent / "dvc"), "repro", "-f", "--quiet"],
 }
-
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost"}
-GIT_ENV.update(GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@localhost")
-
-
-def copy_checkout(dest):
-    """This checkout's tracked and untracked (not ignored) files, committed in a new git repo at `dest`."""
-    listing = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    )
-    for name in filter(None, listing.stdout.decode().split("\0")):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
-        subprocess.run(command, cwd=dest, check=True, env=GIT_ENV)
 
 
 def wall_time(command, cwd):

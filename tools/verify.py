@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import yaml
+from dvc.utils.serialize import parse_yaml
 
 from stages.common import UserError, file_md5, run_stage  # importing `stages` pins the CPU code paths as in a stage
 
 # A number passes when |candidate - committed| <= abs + rel * |committed| (numpy.isclose). Each comment gives
 # the cross-platform noise measured against the committed run on a 2-core AMD EPYC, torch 2.13.0+cpu, with
 # ADDNET_CPU_PIN=off ATEN_CPU_CAPABILITY=default (ATen's no-SIMD kernels; the only setting tried that changed
-# any byte: docs/verify-tolerances.md). Each bound is ~100x that noise and at least 7x below a 1% change.
+# any byte: docs/reproducibility.md). Each bound is ~100x that noise and at least 7x below a 1% change.
 TOLERANCES = {
     # noise: max rel 1.2e-05 (step 70, loss 0.060), max abs 8e-06 (step 13, loss 43.8). Late steps' losses are
     # squares of small errors, so their relative noise is the largest of all the outputs.
@@ -69,7 +69,7 @@ class Row(NamedTuple):
 
 def read_lock(text):
     """dvc.lock's text -> {output path: md5}, in stage order."""
-    stages = (yaml.safe_load(text) or {}).get("stages", {})
+    stages = (parse_yaml(text, "dvc.lock") or {}).get("stages", {})  # DVC's own parser, as DVC wrote it
     return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
@@ -142,22 +142,14 @@ def compare(references, candidate_dir, lock):
 
 
 def platform_line():
-    from stages.cpu import describe
-
-    try:
-        if sys.platform == "darwin":
-            cpu = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True).stdout
-        else:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-                cpu = next((line.split(":", 1)[1] for line in info if line.startswith("model name")), "")
-    except OSError:
-        cpu = ""
     import torch
+
+    from stages.cpu import code_paths
+    from tools.machine import cpu_name
 
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    cpu = cpu.strip() or platform.processor() or "unknown CPU"
-    return f"platform: {cpu}, {platform.machine()}, {describe()}, torch {torch.__version__} ({build}){gpu}"
+    return f"platform: {cpu_name()}, {platform.machine()}, {code_paths()}, torch {torch.__version__} ({build}){gpu}"
 
 
 def git(*args, cwd=None):
