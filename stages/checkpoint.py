@@ -18,9 +18,11 @@ import torch
 
 from stages.common import UserError, atomic_output, file_md5
 from stages.cpu import code_paths
-from stages.model import load_tensors
+from stages.model import load_tensors, unlike_a_plain_tensor
 
 CHECKPOINT_FILE = "checkpoints/train.pt"
+TRAIN_DATA_MD5 = "data/train.npy md5"  # the fingerprint's key for the data
+BUILD_KEYS = ("device", "torch", "code paths", "stages/*.py md5")  # the fingerprint's keys that are not inputs
 
 
 class TrainingState:
@@ -28,7 +30,7 @@ class TrainingState:
 
     def __init__(self, model, optimizer, generator, *, epochs, steps_per_epoch):
         self.model, self.optimizer, self.generator = model, optimizer, generator
-        self.steps_per_epoch, self.total = steps_per_epoch, epochs * steps_per_epoch
+        self.epochs, self.steps_per_epoch, self.total = epochs, steps_per_epoch, epochs * steps_per_epoch
         self.step = 0  # steps taken; their losses are in losses[:step] once the supervisor has synced them
         device = next(model.parameters()).device
         self.losses = torch.empty(self.total, device=device)  # one buffer: memory does not grow with the steps
@@ -91,12 +93,12 @@ class TrainingState:
             return f"its model is not a state_dict of {', '.join(own['model'])}"
         for name, expected in tensors.items():
             value = found[name]
-            if not isinstance(value, torch.Tensor) or value.dtype != expected.dtype or value.shape != expected.shape:
-                what = (
-                    f"{value.dtype} {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-                )
-                return f"its {name} is {what}, expected {expected.dtype} {tuple(expected.shape)}"
-            if value.is_floating_point() and name != "losses" and not bool(torch.isfinite(value).all()):
+            wanted = f"expected {expected.dtype} {tuple(expected.shape)}"
+            if problem := unlike_a_plain_tensor(value, expected.dtype):
+                return f"its {name} is {problem}, {wanted}"
+            if value.shape != expected.shape:
+                return f"its {name} is {value.dtype} {tuple(value.shape)}, {wanted}"
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 return f"its {name} holds a value that is not finite"
         try:
             torch.Generator().set_state(state["generator"])
@@ -117,7 +119,7 @@ def fingerprint(params, device, data_path):
         **{f"train.{key}": getattr(cfg, key) for key in ("epochs", "batch_size", "shuffle", "lr", "threads", "nproc")},
         "train.cuda_graphs": cfg.cuda_graphs and device.type == "cuda",
         "device": device.type,
-        "data/train.npy md5": file_md5(data_path),
+        TRAIN_DATA_MD5: file_md5(data_path),
         "torch": str(torch.__version__),
         "code paths": code_paths() if device.type == "cpu" else torch.version.cuda,
         "stages/*.py md5": code_md5(),

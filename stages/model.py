@@ -40,7 +40,7 @@ def make_deterministic(seed, threads, device):
     torch.set_num_threads(threads)
     if device.type == "cuda":
         # Only CUDA has kernels that race (atomics, cuBLAS workspaces); on the CPU a fixed thread count is
-        # enough. The switch also imports torch's compiler stack (1.8 s here), which a CPU run never needs.
+        # enough. The switch also imports torch's compiler stack (seconds of start-up), which a CPU run never needs.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
 
@@ -48,7 +48,7 @@ def make_deterministic(seed, threads, device):
 def load_data(path, device="cpu"):
     """A data table (stages/data.py) as float32 tensors x (n, 2) and y (n, 1) on `device`."""
     x, y = load_pairs(path)
-    # Contiguous copies, not views of the table: shuffling gathers them 1.5x faster.
+    # Contiguous copies, not views of the table: an epoch's shuffle gathers contiguous rows faster.
     return torch.from_numpy(x).to(device).contiguous(), torch.from_numpy(y).to(device).contiguous()
 
 
@@ -128,6 +128,19 @@ def _listed(names, most=5):
     return ", ".join(shown) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
+def unlike_a_plain_tensor(value, dtype):
+    """What keeps `value` from being a plain (dense, in memory) tensor of `dtype`, said for a user; None if nothing.
+    Asked before its shape: a nested tensor has none to ask for."""
+    if not isinstance(value, torch.Tensor):
+        return f"{type(value).__name__} {short_repr(value)}"
+    if value.is_nested or value.is_meta or value.layout != torch.strided:
+        kind = "nested" if value.is_nested else "meta (no data)" if value.is_meta else str(value.layout)
+        return f"a {kind} tensor"
+    if value.dtype != dtype:
+        return f"a {value.dtype} tensor"
+    return None
+
+
 def load_model(hidden, device, path=MODEL_FILE):
     """A fresh network with the trained weights, checked against the shape params.yaml describes.
 
@@ -146,13 +159,8 @@ def load_model(hidden, device, path=MODEL_FILE):
         found += [f"missing key(s) {', '.join(missing)}"] if missing else []
         raise UserError(f"{wrong}: {'; '.join(found)} (expected {', '.join(expected)})")
     for name, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise UserError(
-                f"{wrong}: {name} holds {type(value).__name__} {short_repr(value)}, expected a float32 tensor"
-            )
-        if value.dtype != torch.float32 or value.layout != torch.strided:
-            kind = value.dtype if value.layout == torch.strided else f"{value.layout} {value.dtype}"
-            raise UserError(f"{wrong}: {name} holds a {kind} tensor, expected a float32 tensor")
+        if problem := unlike_a_plain_tensor(value, torch.float32):
+            raise UserError(f"{wrong}: {name} holds {problem}, expected a float32 tensor")
     found = {name: tuple(t.shape) for name, t in state.items()}
     if found != expected:
         first = found["0.weight"]

@@ -44,7 +44,7 @@ class Supervisor:
         """One more step done, with its loss. One process stops at the step it was asked to; ranks at the next sync."""
         self.pending.append(loss)
         self.state.step += 1
-        if self.state.step == self.next_sync or (self.stop.name and self.world == 1):
+        if self.state.step >= self.next_sync or (self.stop.name and self.world == 1):
             self.sync()
 
     def sync(self):
@@ -77,9 +77,8 @@ class Supervisor:
     def print_progress(self, now, loss):
         state = self.state
         rate = (state.step - self.first_step) * self.batch_size / (now - self.start)
-        epochs = state.total // state.steps_per_epoch
         print(
-            f"train: epoch {state.epoch_of(state.step)}/{epochs}, step {state.step:,}/{state.total:,}, "
+            f"train: epoch {state.epoch_of(state.step)}/{state.epochs}, step {state.step:,}/{state.total:,}, "
             f"loss {loss:.6g}, {rate:,.0f} samples/s",
             file=sys.stderr,
         )

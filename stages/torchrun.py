@@ -83,18 +83,19 @@ def check_same_inputs(fingerprint, rank, world):
     average gradients of other data into the model. One line names the first rank that differs, and its node."""
     if world == 1:
         return
-    mine = {"node": socket.gethostname(), "pid": os.getpid(), "inputs": fingerprint}
+    inputs = {key: value for key, value in fingerprint.items() if key not in checkpoint.BUILD_KEYS}
     every = [None] * world
-    dist.all_gather_object(every, mine)
-    first = every[0]
-    for other_rank, other in enumerate(every):
-        changed = [key for key in first["inputs"] if other["inputs"].get(key) != first["inputs"][key]]
+    dist.all_gather_object(every, (socket.gethostname(), inputs))
+    first_node, first = every[0]
+    for other_rank, (node, other) in enumerate(every):
+        changed = [key for key in first if other.get(key) != first[key]]
         if changed:
             key = changed[0]
+            fix = "`dvc pull` or `dvc repro prepare`" if key == checkpoint.TRAIN_DATA_MD5 else "`git pull`"
             raise UserError(
-                f"rank {other_rank} (node {other['node']}) has {key} {other['inputs'][key]!r}, but rank 0 "
-                f"(node {first['node']}) has {first['inputs'][key]!r}; every node needs the same data/train.npy and "
-                "params.yaml (`git pull`, `dvc pull` or `dvc repro prepare` there); nothing was trained"
+                f"rank {other_rank} (node {node}) has {key} {other[key]!r}, but rank 0 (node {first_node}) has "
+                f"{first[key]!r}; every node needs the same data/train.npy and params.yaml ({fix} there); "
+                "nothing was trained"
             )
 
 
@@ -110,7 +111,7 @@ def launch_torchrun(nproc, max_restarts):
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: keep gloo on loopback
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each rank pins its own threads from train.threads
     # The ranks' process group gets a store of its own each attempt: in the agent's shared store, a restarted rank
-    # can read the address its dead predecessor published and fail to connect (seen here after a SIGKILL).
+    # can read the address its dead predecessor published and fail to connect.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     for name, logger in logging.root.manager.loggerDict.items():  # each rank says its own line; torchrun's
         if name.startswith("torch.distributed") and isinstance(logger, logging.Logger):  # loggers set their own level

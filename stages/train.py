@@ -53,16 +53,16 @@ def epoch_batches(x, y, batch_size, order=None, skip=0):
         yield x[first : first + batch_size], y[first : first + batch_size]
 
 
-def fit(state, x, y, *, epochs, batch_size, shuffle, step, supervisor=None):
+def fit(state, x, y, *, batch_size, shuffle, step, supervisor=None):
     """The tutorial's loop: every epoch, every batch, one step. Returns the loss of every step.
 
-    `state` (a TrainingState) holds the model, the optimizer and the shuffle generator, and counts the steps, so a
-    run restored from a checkpoint goes on where it stopped. `supervisor` keeps the losses and syncs about once a
-    second: NaN checks, progress, checkpoints, stop signals (stages/supervise.py).
+    `state` (a TrainingState) holds the model, the optimizer, the shuffle generator and the number of epochs, and
+    counts the steps, so a run restored from a checkpoint goes on where it stopped. `supervisor` keeps the losses
+    and syncs about once a second: NaN checks, progress, checkpoints, stop signals (stages/supervise.py).
     """
     supervisor = supervisor or Supervisor(state, batch_size=batch_size)
     with supervisor.watching():
-        for _ in range(state.epoch, epochs + 1):
+        for _ in range(state.epoch, state.epochs + 1):
             state.start_epoch()
             # Drawn on the CPU: CUDA's randperm gives another order from the same seed, and then a GPU run would
             # train on other batches than the committed CPU run, not just round differently.
@@ -106,9 +106,8 @@ def main():
 
     with torchrun.process_group(device, world):
         model, model_summary, state, speed = train(params, device, rank, local_rank, world)
-    if local_rank != 0:  # every rank holds the same weights and losses: the first on each machine writes them
-        return
-    write_outputs(model, model_summary, state)
+        if local_rank == 0:  # every rank holds the same weights and losses: the first on each machine writes them
+            write_outputs(model, model_summary, state)
     if rank == 0:
         print(f"train: {speed}, final loss {float(state.losses[-1]):.6g}")
 
@@ -148,9 +147,7 @@ def train(params, device, rank, local_rank, world):
             print(f"train: resuming at epoch {state.epoch}, step {state.step:,} of {state.total:,}")
 
     first_step, start = state.step, time.perf_counter()
-    fit(
-        state, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=cfg.shuffle, step=step, supervisor=supervisor
-    )
+    fit(state, x, y, batch_size=cfg.batch_size, shuffle=cfg.shuffle, step=step, supervisor=supervisor)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds, steps = time.perf_counter() - start, state.total - first_step

@@ -3,6 +3,7 @@
 import ctypes
 import importlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -171,6 +172,16 @@ def assert_one_clear_line(result, words, code=2):
     assert "\x1b[" not in result.stderr, result.stderr  # no ANSI colour codes from torch
     for word in words:
         assert word in lines[0], (word, lines[0])
+
+
+def file_size_limit(size):
+    """preexec_fn: writes past `size` bytes fail (EFBIG); SIGXFSZ keeps its default, which kills, for run_stage to
+    set aside."""
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
 
 
 def without_root_read_override():

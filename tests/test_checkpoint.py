@@ -129,7 +129,7 @@ WRONG_CHECKPOINTS = {
     ),
     "float64 weights": (
         a_real_checkpoint(model={k: v.double() for k, v in build_model(8).state_dict().items()}),
-        "its 0.weight is torch.float64 (8, 2), expected torch.float32 (8, 2)",
+        "its 0.weight is a torch.float64 tensor, expected torch.float32 (8, 2)",
     ),
     "a NaN weight": (
         a_real_checkpoint(model={k: v * math.nan for k, v in build_model(8).state_dict().items()}),
@@ -139,6 +139,15 @@ WRONG_CHECKPOINTS = {
     "a step of text": (a_real_checkpoint(step="3"), "its step is '3'"),
     "losses of another length": (a_real_checkpoint(losses=torch.ones(4)), "its losses is torch.float32 (4,)"),
     "a short generator state": (a_real_checkpoint(generator=torch.zeros(5, dtype=torch.uint8)), "its generator is"),
+    "a meta weight": (
+        a_real_checkpoint(model={k: v.to("meta") for k, v in build_model(8).state_dict().items()}),
+        "its 0.weight is a meta (no data) tensor, expected torch.float32 (8, 2)",
+    ),
+    "sparse losses": (
+        a_real_checkpoint(losses=torch.ones(3).to_sparse()),
+        "its losses is a torch.sparse_coo tensor, expected torch.float32 (3,)",
+    ),
+    "a NaN loss": (a_real_checkpoint(losses=torch.tensor([1.0, math.nan, 1.0])), "its losses holds a value that is"),
     "an optimizer with momentum": (
         a_real_checkpoint(optimizer={"state": {}, "param_groups": [{"lr": 0.001, "momentum": 0.9}]}),
         "its optimizer state is not that of this run's SGD",

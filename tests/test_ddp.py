@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, child_pids, prepared, run, set_params, stage, start_stage
+from tests.conftest import ROOT, child_pids, file_size_limit, prepared, run, set_params, stage, start_stage
 
 pytestmark = pytest.mark.slow  # every test starts torchrun and its ranks
 
@@ -52,6 +52,19 @@ def test_a_failing_rank_ends_the_stage_with_clear_lines_and_no_traceback(tmp_pat
         result.stderr
     )
     assert re.search(r"^train: error: rank [01] of 2 failed with exit code -?\d+", result.stderr, re.M), result.stderr
+    assert not (tmp_path / "artifacts" / "mymodel.pth").exists()
+    # A rank's own error ends the run at once: torchrun's restarts (train.max_restarts) exit before training again.
+    assert result.stdout.count(" steps of batch ") == 1, result.stdout
+
+
+def test_an_output_that_cannot_be_written_under_torchrun_is_one_line_and_trains_once(tmp_path):
+    prepared(tmp_path, **{"train.nproc": 2})
+    result = stage("train", tmp_path, check=False, preexec_fn=file_size_limit(2048))  # the model is 2.4 KB
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("cannot write artifacts/mymodel.pth: File too large; nothing was replaced") == 1, (
+        result.stderr
+    )
+    assert result.stdout.count(" steps of batch ") == 1, result.stdout
     assert not (tmp_path / "artifacts" / "mymodel.pth").exists()
 
 

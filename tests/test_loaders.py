@@ -32,7 +32,14 @@ from stages import checkpoint, common
 from stages.common import UserError
 from stages.data import load_pairs
 from stages.model import build_model, load_model
-from tests.conftest import assert_one_clear_line, committed_md5s, prepared, stage, without_root_read_override
+from tests.conftest import (
+    assert_one_clear_line,
+    committed_md5s,
+    file_size_limit,
+    prepared,
+    stage,
+    without_root_read_override,
+)
 
 CPU = torch.device("cpu")
 HIDDEN = 8
@@ -458,6 +465,10 @@ def write_model(path, kind):
         torch.save({**state, "0.weight": state["0.weight"].to_sparse()}, path)
     elif kind == "meta-tensor":
         torch.save({**state, "2.bias": torch.empty(1, device="meta")}, path)
+    elif kind == "nested-tensor":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's nested tensors warn that they are a prototype
+            torch.save({**state, "0.bias": torch.nested.nested_tensor([state["0.bias"]])}, path)
     elif kind == "wrong-shape":
         torch.save({**state, "2.weight": torch.zeros(1, 9)}, path)
     elif kind == "0-d":
@@ -482,8 +493,9 @@ MODEL_CASES = [
     ("missing-key", ["not a state_dict of this network: missing key(s) 2.bias"]),
     ("integer-tensor", ["0.bias holds a torch.int64 tensor, expected a float32 tensor"]),
     ("float64-tensor", ["0.bias holds a torch.float64 tensor, expected a float32 tensor"]),
-    ("sparse-tensor", ["0.weight holds a torch.sparse_coo torch.float32 tensor, expected a float32 tensor"]),
-    ("meta-tensor", ["not a state_dict of this network"]),
+    ("sparse-tensor", ["0.weight holds a torch.sparse_coo tensor, expected a float32 tensor"]),
+    ("meta-tensor", ["2.bias holds a meta (no data) tensor, expected a float32 tensor"]),
+    ("nested-tensor", ["0.bias holds a nested tensor, expected a float32 tensor"]),
     ("wrong-shape", ["not a state_dict of this network: 2.weight is (1, 9), expected (1, 8)"]),
     ("0-d", ["2.bias is (), expected (1,)"]),
 ]
@@ -655,16 +667,6 @@ def temp_files(folder):
 
 def outputs_of(folder):
     return {path: path.read_bytes() for path in Path(folder, "artifacts").iterdir()}
-
-
-def file_size_limit(size):
-    """preexec_fn: writes past `size` bytes fail (EFBIG); SIGXFSZ keeps its default, which kills, for run_stage to
-    set aside."""
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-
-    return limit
 
 
 def test_a_file_size_limit_fails_the_train_stage_in_one_line_and_keeps_the_old_outputs(stage_dir):

@@ -87,7 +87,7 @@ def test_cuda_graph_steps_give_the_same_bytes_as_eager_steps():
         generator = torch.Generator().manual_seed(0)  # the shuffle is drawn on the CPU, as in the train stage
         state = TrainingState(model, optimizer, generator, epochs=3, steps_per_epoch=11)
         step = train.make_step(model, optimizer, x, y, 96, cuda_graphs)  # batch 96: every epoch ends on 40 rows
-        losses = train.fit(state, x, y, epochs=3, batch_size=96, shuffle=True, step=step)
+        losses = train.fit(state, x, y, batch_size=96, shuffle=True, step=step)
         results.append((losses.cpu(), [p.detach().cpu() for p in model.parameters()]))
     (eager_losses, eager_weights), (graph_losses, graph_weights) = results
     assert torch.equal(eager_losses, graph_losses)
@@ -116,7 +116,7 @@ def test_the_first_line_reaches_a_pipe_while_the_stage_trains(tmp_path):
 
 @pytest.mark.slow
 def test_a_loss_that_blows_up_early_in_a_long_epoch_is_caught_within_seconds(tmp_path):
-    # One epoch of 500,000 steps (minutes here), diverging in its first steps: a look comes about once a second.
+    # One epoch of 500,000 steps (minutes of training), diverging in its first steps: a sync comes about once a second.
     prepared(tmp_path, **{"data.synthetic": {"n": 1_000_000, "low": 0, "high": 10}, "train.epochs": 1, "train.lr": 10})
     start = time.monotonic()
     result = stage("train", tmp_path, check=False)
@@ -177,7 +177,7 @@ def test_a_trainer_resumed_from_its_state_gives_the_bytes_of_an_unbroken_run(tmp
     def fit(state, step=None):
         step = step or train.make_step(state.model, state.optimizer, x, y, 2, cuda_graphs=False)
         supervisor = Supervisor(state, fingerprint={"test": True})
-        return train.fit(state, x, y, epochs=5, batch_size=2, shuffle=shuffle, step=step, supervisor=supervisor)
+        return train.fit(state, x, y, batch_size=2, shuffle=shuffle, step=step, supervisor=supervisor)
 
     unbroken = new_state()
     losses = fit(unbroken).clone()

@@ -45,7 +45,7 @@ def addnet_loop(model, x, y, epochs, batch_size, lr, generator, cuda_graphs=Fals
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     state = TrainingState(model, optimizer, generator, epochs=epochs, steps_per_epoch=math.ceil(len(x) / batch_size))
     step = make_step(model, optimizer, x, y, batch_size, cuda_graphs)
-    return fit(state, x, y, epochs=epochs, batch_size=batch_size, shuffle=True, step=step)
+    return fit(state, x, y, batch_size=batch_size, shuffle=True, step=step)
 
 
 def graphed_loop(model, x, y, epochs, batch_size, lr, generator):
