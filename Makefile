@@ -28,14 +28,17 @@ export DVC_NO_ANALYTICS := 1
 repro: setup
 	$(BIN)/dvc repro
 
+# Test processes at once (pytest-xdist): most tests wait on dvc, torch and subprocesses. JOBS=auto: one per core.
+JOBS ?= 2
+
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 # The tests that take under 5 s each on a 2-core machine: the tier to run while editing.
 test-fast: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(JOBS) --dist loadfile -m "not slow"
 
 # The experiments side by side, without a column per dependency md5.
 exps: setup

@@ -20,6 +20,7 @@ A caller's MKL_CBWR, ATEN_CPU_CAPABILITY or TORCH_MKLDNN_MATMUL_MIN_DIM is overr
 bytes. ADDNET_CPU_PIN=off leaves all three to the libraries (tools/bench.py measures what the pin costs that way).
 """
 
+import json
 import os
 import platform
 import re
@@ -44,6 +45,9 @@ def has_avx2():
 
 
 CALLER_VALUES = {}  # what the caller had set before the pin (tools/machine.py gives it back to child processes)
+# The same record in the environment: a process started by a pinned one (a pytest-xdist worker, a torchrun rank)
+# inherits pinned values, and must still know what the caller had set.
+CALLER_RECORD = "ADDNET_CPU_CALLER"
 
 
 def pin_code_paths():
@@ -52,9 +56,11 @@ def pin_code_paths():
     pins = {"MKL_CBWR": MKL_BRANCH, **({"ATEN_CPU_CAPABILITY": ATEN_CAPABILITY} if has_avx2() else {})}
     if is_arm():
         pins["TORCH_MKLDNN_MATMUL_MIN_DIM"] = ONEDNN_MATMUL_MIN_DIM
+    CALLER_VALUES.update(json.loads(os.environ.get(CALLER_RECORD, "{}")))
     for name, value in pins.items():
         CALLER_VALUES.setdefault(name, os.environ.get(name))
         os.environ[name] = value
+    os.environ[CALLER_RECORD] = json.dumps(CALLER_VALUES)
 
 
 def code_paths():

@@ -5,13 +5,14 @@ import platform
 import subprocess
 import sys
 
-from stages.cpu import CALLER_VALUES
+from stages.cpu import CALLER_RECORD, CALLER_VALUES
 
 
 def caller_environment():
     """os.environ as the caller had it before `import stages` pinned the CPU code paths (stages/cpu.py): for a
     child process that must choose for itself (the bench's unpinned runs, the tests' caller settings)."""
     env = dict(os.environ)
+    env.pop(CALLER_RECORD, None)
     for name, value in CALLER_VALUES.items():
         if value is None:
             env.pop(name, None)
