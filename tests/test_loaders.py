@@ -37,6 +37,8 @@ from tests.conftest import (
     committed_md5s,
     file_size_limit,
     prepared,
+    restore,
+    run,
     stage,
     without_root_read_override,
 )
@@ -782,3 +784,38 @@ def test_a_refused_write_is_a_user_error_naming_the_output_and_the_reason(refusi
         assert error.value.__cause__.errno == code
         assert (folder / "out.bin").read_bytes() == b"old"
         assert temp_files(folder) == []
+
+
+# --- Through `dvc repro`, as a user meets them: a corrupted cached file, then `dvc checkout` restores it.
+
+
+@pytest.mark.slow
+def test_a_corrupted_model_through_dvc_repro_is_one_line_and_dvc_checkout_restores_it(trained):
+    model = trained / "artifacts/mymodel.pth"
+    good = model.read_bytes()
+    model.unlink()  # the cache's file is linked or copied into place: replace it, never write through it
+    model.write_bytes(good[: len(good) // 2] + bytes(range(256)))
+    try:
+        result = run(["dvc", "repro", "--force", "--single-item", "evaluate"], trained, check=False)
+        assert result.returncode != 0, result.stdout
+        output = result.stdout + result.stderr
+        assert "evaluate: error: artifacts/mymodel.pth: not a readable PyTorch file, truncated or corrupted" in output
+        assert "Traceback" not in output, output
+        # A file DVC did not write is "unsaved": dvc checkout replaces it only when told to.
+        run(["dvc", "checkout", "--force", "artifacts/mymodel.pth"], trained)
+    finally:
+        restore(trained)
+    assert model.read_bytes() == good
+
+
+@pytest.mark.slow
+def test_a_garbage_checkpoint_through_dvc_repro_is_ignored_and_the_run_gives_the_committed_bytes(trained):
+    (trained / "checkpoints").mkdir(exist_ok=True)
+    (trained / "checkpoints/train.pt").write_bytes(bytes(range(256)) * 16)
+    try:
+        result = run(["dvc", "repro", "--force", "--single-item", "train"], trained)
+        assert "train: ignoring checkpoints/train.pt: not a readable PyTorch file" in result.stdout + result.stderr
+        assert not (trained / "checkpoints/train.pt").exists()
+        assert committed_md5s(repo=trained) == committed_md5s()  # dvc.lock's outputs: the committed bytes
+    finally:
+        restore(trained)
