@@ -18,7 +18,7 @@ import torch
 
 from stages.common import UserError, atomic_output, file_md5
 from stages.cpu import code_paths
-from stages.model import load_tensors, unlike_a_plain_tensor
+from stages.model import load_tensors, short_repr, unlike_a_plain_tensor
 
 CHECKPOINT_FILE = "checkpoints/train.pt"
 TRAIN_DATA_MD5 = "data/train.npy md5"  # the fingerprint's key for the data
@@ -80,11 +80,12 @@ class TrainingState:
         """What keeps `state` (read from a file: anything) from being a state_dict() of this run, or None."""
         own = self.state_dict()
         if not isinstance(state, dict) or set(state) - {"fingerprint"} != set(own):
-            found = _one_line(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
+            found = short_repr(sorted(map(str, state)), most=60) if isinstance(state, dict) else type(state).__name__
             return f"holds {found}, expected {sorted(own)}"
         step = state["step"]
         if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= self.total:
-            return f"its step is {_one_line(step)}, expected an integer from 0 to {self.total}"
+            shown = short_repr(step, most=60, bare_names=False)
+            return f"its step is {shown}, expected an integer from 0 to {self.total}"
         tensors = {"generator": own["generator"], "losses": torch.empty(step), **own["model"]}
         found = {"generator": state["generator"], "losses": state["losses"]}
         if isinstance(state["model"], dict) and set(state["model"]) == set(own["model"]):
@@ -158,16 +159,11 @@ def load(expected, state, path=CHECKPOINT_FILE):
         return _ignore(path, "not a checkpoint of this stage (it has no fingerprint)")
     for key, value in expected.items():
         if key not in made_with or not _same(made_with[key], value):
-            return _ignore(path, f"it was made with {key} {_one_line(made_with.get(key))}, now {value!r}")
+            made = short_repr(made_with.get(key), most=60, bare_names=False)
+            return _ignore(path, f"it was made with {key} {made}, now {value!r}")
     if problem := state.mismatch(saved):
         return _ignore(path, problem)
     return saved
-
-
-def _one_line(value, most=60):
-    """A value read from a file, as Python would write it, on one short line."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def _same(saved, expected):

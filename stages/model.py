@@ -117,10 +117,11 @@ def load_tensors(path, device="cpu"):
         ) from None
 
 
-def short_repr(value):
-    """A key or value from a file, on one line and short: a name as it is, anything else as its repr."""
-    text = value if isinstance(value, str) and value.isprintable() else " ".join(repr(value).split())
-    return text if len(text) <= 40 else text[:37] + "..."
+def short_repr(value, most=40, bare_names=True):
+    """A key or value from a file, on one line and short: a name as it is (bare_names), anything else as its repr."""
+    bare = bare_names and isinstance(value, str) and value.isprintable()
+    text = value if bare else " ".join(repr(value).split())
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def _listed(names, most=5):
